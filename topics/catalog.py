@@ -1,0 +1,75 @@
+"""Every Kafka topic Bond uses: name, key, value schema, partitions, retention, compaction.
+
+Topic names are spelled here and nowhere else; code imports them from this module.
+"""
+
+from dataclasses import dataclass, field
+
+PARTITIONS = 4
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+  """One Kafka topic and the contract of its records."""
+
+  name: str
+  key: str
+  value: str
+  partitions: int = PARTITIONS
+  retention_ms: int | None = None
+  compacted: bool = False
+  extra: dict[str, str] = field(default_factory=dict)
+
+  def configs(self) -> dict[str, str]:
+    """Return the topic-level configs to create it with."""
+    cfg: dict[str, str] = {}
+    if self.compacted:
+      cfg["cleanup.policy"] = "compact"
+      cfg["min.cleanable.dirty.ratio"] = "0.1"
+      cfg["segment.ms"] = str(HOUR_MS)
+    if self.retention_ms is not None:
+      cfg["retention.ms"] = str(self.retention_ms)
+    cfg.update(self.extra)
+    return cfg
+
+
+CONTROL_STREAMS = TopicSpec(
+  "bond.control.streams",
+  key="stream_id",
+  value="StreamRecord {owner, spec, created_at} or tombstone on delete",
+  partitions=1,
+  compacted=True,
+)
+CONTROL_FEEDS = TopicSpec(
+  "bond.control.feeds",
+  key="feed id (source:exchange:symbol)",
+  value="FeedSpec {source, exchange, symbol, params} or tombstone when no stream needs it",
+  compacted=True,
+)
+RAW_CCXT = TopicSpec("bond.raw.ccxt", key="symbol (BTC/USDT)", value="RawTick or Heartbeat", retention_ms=24 * HOUR_MS)
+RAW_X = TopicSpec("bond.raw.x", key="symbol (BTC)", value="Tweet or Heartbeat", retention_ms=24 * HOUR_MS)
+RAW_ONCHAIN = TopicSpec("bond.raw.onchain", key="chain (sol)", value="OnchainEvent or Heartbeat", retention_ms=24 * HOUR_MS)
+RAW_CUSTOM = TopicSpec("bond.raw.custom", key="source id", value="CustomEvent or Heartbeat", retention_ms=24 * HOUR_MS)
+PANES = TopicSpec(
+  "bond.panes",
+  key="stream_id",
+  value="closed pane of one feed + feed progress",
+  retention_ms=6 * HOUR_MS,
+)
+
+STREAM_TOPIC_PREFIX = "bond.stream."
+STREAM_RETENTION_MS = HOUR_MS
+RAW_TOPICS = {"ccxt": RAW_CCXT, "twitter": RAW_X, "onchain": RAW_ONCHAIN, "custom": RAW_CUSTOM}
+CATALOG: tuple[TopicSpec, ...] = (CONTROL_STREAMS, CONTROL_FEEDS, RAW_CCXT, RAW_X, RAW_ONCHAIN, RAW_CUSTOM, PANES)
+
+
+def stream_topic(stream_id: str) -> TopicSpec:
+  """Return the per-stream output topic of `stream_id`."""
+  return TopicSpec(
+    STREAM_TOPIC_PREFIX + stream_id,
+    key="stream_id",
+    value="AggregatedEvent",
+    partitions=1,
+    retention_ms=STREAM_RETENTION_MS,
+  )
