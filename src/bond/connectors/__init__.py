@@ -1,0 +1,1 @@
+"""Source connectors: each yields normalised raw events (RawTick, Tweet, OnchainEvent, ...)."""
