@@ -46,8 +46,11 @@ def _sim_urls(client: Any, base_url: str) -> None:
   api["dapiPublic"] = f"{base_url}/dapi/v1"
   ws = api.get("ws")
   if isinstance(ws, dict):
-    for kind in ("spot", "margin", "linear", "inverse"):
-      ws[kind] = f"{ws_base}/ws"
+    # ccxt 4.5.x tells spot from futures sockets by "/stream" in the URL (the real spot
+    # host is stream.binance.com), so the spot URL must contain it.
+    ws["spot"] = ws["margin"] = f"{ws_base}/stream/ws"
+    # linear .../ws is rewritten by ccxt to .../market/ws or .../public/ws.
+    ws["linear"] = ws["inverse"] = f"{ws_base}/ws"
 
 
 def _options(sim: bool, extra: dict[str, Any] | None) -> dict[str, Any]:

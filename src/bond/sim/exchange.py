@@ -111,7 +111,9 @@ class _Market:
 def _market(base: str, price: float) -> _Market:
   tick = max(1e-8, 10.0 ** (math.floor(math.log10(price)) - 6))
   step = min(1.0, 10.0 ** math.floor(math.log10(1.0 / price)))
-  return _Market(base=base, price=price, tick=tick, step=step, open_price=price, high=price, low=price)
+  return _Market(
+    base=base, price=price, tick=tick, step=step, open_price=price, high=price, low=price
+  )
 
 
 class _Conn:
@@ -189,8 +191,8 @@ class SimExchange:
 
   @property
   def ws_url(self) -> str:
-    """Return the raw-stream WebSocket URL ccxt appends `/<n>` to."""
-    return f"ws://{self.host}:{self.port}/ws"
+    """Return the spot raw-stream WebSocket URL ccxt appends `/<n>` to."""
+    return f"ws://{self.host}:{self.port}/stream/ws"
 
   @property
   def base_url(self) -> str:
@@ -312,7 +314,9 @@ class SimExchange:
   def _force_order(self, m: _Market, ts: int) -> str:
     side = "SELL" if self.rng.random() < 0.5 else "BUY"
     price = m.price * (0.999 if side == "SELL" else 1.001)
-    qty = m.fmt_qty(max(m.step, round(math.exp(self.rng.gauss(8.0, 1.0)) / m.price / m.step) * m.step))
+    qty = m.fmt_qty(
+      max(m.step, round(math.exp(self.rng.gauss(8.0, 1.0)) / m.price / m.step) * m.step)
+    )
     order = {
       "s": m.id,
       "S": side,
@@ -427,6 +431,8 @@ class SimExchange:
       WebSocketRoute("/ws", self._ws),
       WebSocketRoute("/ws/{name:path}", self._ws),
       WebSocketRoute("/stream", self._ws),
+      WebSocketRoute("/stream/ws", self._ws),
+      WebSocketRoute("/stream/ws/{name:path}", self._ws),
       WebSocketRoute("/market/ws/{name:path}", self._ws),
       WebSocketRoute("/public/ws/{name:path}", self._ws),
     ]
@@ -475,8 +481,18 @@ class SimExchange:
       "isSpotTradingAllowed": True,
       "isMarginTradingAllowed": False,
       "filters": [
-        {"filterType": "PRICE_FILTER", "minPrice": f"{m.tick:.8f}", "maxPrice": "1000000.00000000", "tickSize": f"{m.tick:.8f}"},
-        {"filterType": "LOT_SIZE", "minQty": f"{m.step:.8f}", "maxQty": "9000000.00000000", "stepSize": f"{m.step:.8f}"},
+        {
+          "filterType": "PRICE_FILTER",
+          "minPrice": f"{m.tick:.8f}",
+          "maxPrice": "1000000.00000000",
+          "tickSize": f"{m.tick:.8f}",
+        },
+        {
+          "filterType": "LOT_SIZE",
+          "minQty": f"{m.step:.8f}",
+          "maxQty": "9000000.00000000",
+          "stepSize": f"{m.step:.8f}",
+        },
         {"filterType": "NOTIONAL", "minNotional": "5.00000000", "maxNotional": "9000000.00000000"},
       ],
       "permissions": [],
@@ -491,7 +507,9 @@ class SimExchange:
       {
         "timezone": "UTC",
         "serverTime": _now_ms(),
-        "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}],
+        "rateLimits": [
+          {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}
+        ],
         "exchangeFilters": [],
         "symbols": [self._symbol_info(m) for m in chosen],
       }
@@ -521,10 +539,27 @@ class SimExchange:
       }
       for m in self.markets.values()
     ]
-    return JSONResponse({"timezone": "UTC", "serverTime": _now_ms(), "rateLimits": [], "exchangeFilters": [], "assets": [], "symbols": symbols})
+    return JSONResponse(
+      {
+        "timezone": "UTC",
+        "serverTime": _now_ms(),
+        "rateLimits": [],
+        "exchangeFilters": [],
+        "assets": [],
+        "symbols": symbols,
+      }
+    )
 
   async def _empty_info(self, request: Request) -> JSONResponse:
-    return JSONResponse({"timezone": "UTC", "serverTime": _now_ms(), "rateLimits": [], "exchangeFilters": [], "symbols": []})
+    return JSONResponse(
+      {
+        "timezone": "UTC",
+        "serverTime": _now_ms(),
+        "rateLimits": [],
+        "exchangeFilters": [],
+        "symbols": [],
+      }
+    )
 
   async def _ticker(self, request: Request) -> JSONResponse:
     chosen = self._selected(request)
@@ -589,7 +624,9 @@ class SimExchange:
       else:
         rows = list(history)[-limit:]
     except ValueError:
-      return JSONResponse({"code": -1100, "msg": "Illegal characters found in a parameter."}, status_code=400)
+      return JSONResponse(
+        {"code": -1100, "msg": "Illegal characters found in a parameter."}, status_code=400
+      )
     return JSONResponse(
       [
         {
@@ -611,7 +648,7 @@ class SimExchange:
   async def _ws(self, ws: WebSocket) -> None:
     await ws.accept()
     path = ws.url.path
-    conn = _Conn(ws, combined=path.startswith("/stream"), max_queue=self.max_client_queue)
+    conn = _Conn(ws, combined=path.rstrip("/") == "/stream", max_queue=self.max_client_queue)
     self._conns.add(conn)
     self.stats["connections"] += 1
     name = ws.path_params.get("name", "")
