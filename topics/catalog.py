@@ -3,8 +3,11 @@
 Topic names are spelled here and nowhere else; code imports them from this module.
 """
 
+import os
 from dataclasses import dataclass, field
 
+# A prefix for every topic name, so several Bond deployments (or test runs) can share a cluster.
+PREFIX = os.environ.get("BOND_TOPIC_PREFIX", "")
 PARTITIONS = 4
 HOUR_MS = 3_600_000
 
@@ -35,30 +38,30 @@ class TopicSpec:
 
 
 CONTROL_STREAMS = TopicSpec(
-  "bond.control.streams",
+  PREFIX + "bond.control.streams",
   key="stream_id",
   value="StreamRecord {owner, spec, created_at} or tombstone on delete",
   partitions=1,
   compacted=True,
 )
 CONTROL_FEEDS = TopicSpec(
-  "bond.control.feeds",
+  PREFIX + "bond.control.feeds",
   key="feed id (source:exchange:symbol)",
   value="FeedSpec {source, exchange, symbol, params} or tombstone when no stream needs it",
   compacted=True,
 )
-RAW_CCXT = TopicSpec("bond.raw.ccxt", key="symbol (BTC/USDT)", value="RawTick or Heartbeat", retention_ms=24 * HOUR_MS)
-RAW_X = TopicSpec("bond.raw.x", key="symbol (BTC)", value="Tweet or Heartbeat", retention_ms=24 * HOUR_MS)
-RAW_ONCHAIN = TopicSpec("bond.raw.onchain", key="chain (sol)", value="OnchainEvent or Heartbeat", retention_ms=24 * HOUR_MS)
-RAW_CUSTOM = TopicSpec("bond.raw.custom", key="source id", value="CustomEvent or Heartbeat", retention_ms=24 * HOUR_MS)
+RAW_CCXT = TopicSpec(PREFIX + "bond.raw.ccxt", key="symbol (BTC/USDT)", value="RawTick or Heartbeat", retention_ms=24 * HOUR_MS)
+RAW_X = TopicSpec(PREFIX + "bond.raw.x", key="symbol (BTC)", value="Tweet or Heartbeat", retention_ms=24 * HOUR_MS)
+RAW_ONCHAIN = TopicSpec(PREFIX + "bond.raw.onchain", key="chain (sol)", value="OnchainEvent or Heartbeat", retention_ms=24 * HOUR_MS)
+RAW_CUSTOM = TopicSpec(PREFIX + "bond.raw.custom", key="source id", value="CustomEvent or Heartbeat", retention_ms=24 * HOUR_MS)
 PANES = TopicSpec(
-  "bond.panes",
+  PREFIX + "bond.panes",
   key="stream_id",
   value="closed pane of one feed + feed progress",
   retention_ms=6 * HOUR_MS,
 )
 
-STREAM_TOPIC_PREFIX = "bond.stream."
+STREAM_TOPIC_PREFIX = PREFIX + "bond.stream."
 STREAM_RETENTION_MS = HOUR_MS
 RAW_TOPICS = {"ccxt": RAW_CCXT, "twitter": RAW_X, "onchain": RAW_ONCHAIN, "custom": RAW_CUSTOM}
 CATALOG: tuple[TopicSpec, ...] = (CONTROL_STREAMS, CONTROL_FEEDS, RAW_CCXT, RAW_X, RAW_ONCHAIN, RAW_CUSTOM, PANES)
