@@ -128,6 +128,7 @@ class Connector:
     exchange, symbol = feed
     return Heartbeat(
       ts=now_ms() - self.heartbeat_lag_ms,
+      ts_ingest=now_ms(),
       source=self.source,
       exchange=exchange,
       symbol=symbol,

@@ -11,7 +11,7 @@ import ccxt
 import ccxt.async_support as ccxt_async
 import ccxt.pro as ccxt_pro
 
-from bond.config import Settings
+from bond.config import Settings, get_settings
 from bond.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def sim_base_url(settings: Settings | None = None, base_url: str | None = None) 
   """Return the sim exchange's `http://host:port` from an explicit URL or BOND_SIM_PORT."""
   if base_url:
     return base_url.rstrip("/")
-  port = (settings or Settings()).bond_sim_port
+  port = (settings or get_settings()).bond_sim_port
   return f"http://127.0.0.1:{port}"
 
 
@@ -81,7 +81,7 @@ def is_sim(settings: Settings | None, market: str | None) -> bool:
   """Return whether to talk to the sim exchange (explicit `market`, else BOND_MARKET)."""
   if market is not None:
     return market == "sim"
-  return (settings or Settings()).bond_market == "sim"
+  return (settings or get_settings()).bond_market == "sim"
 
 
 def create_rest(

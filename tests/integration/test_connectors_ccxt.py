@@ -1,0 +1,179 @@
+"""Real ccxt clients (async REST and pro WebSocket) against the sim exchange on loopback."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import ccxt
+import pytest
+
+from bond.connectors import markets
+from bond.connectors.backoff import Backoff
+from bond.connectors.ccxt_poll import CcxtPoller
+from bond.connectors.ccxt_ws import CcxtWsFeed
+from bond.schemas import Heartbeat, RawTick
+from bond.sim.exchange import SimExchange
+
+
+@pytest.fixture
+async def sim_factory() -> AsyncIterator[Callable[..., Any]]:
+  """Return a factory of started sim exchanges, all stopped afterwards."""
+  made: list[SimExchange] = []
+
+  async def make(**kwargs: Any) -> SimExchange:
+    sim = SimExchange(port=0, **kwargs)
+    await sim.start()
+    made.append(sim)
+    return sim
+
+  yield make
+  for sim in made:
+    await sim.stop()
+
+
+async def collect(
+  feed: Any, until: Callable[[list[Any]], bool], wait_sec: float = 15.0
+) -> list[Any]:
+  """Read events from a connector until `until(events)` holds."""
+  got: list[Any] = []
+
+  async def run() -> None:
+    async for ev in feed:
+      got.append(ev)
+      if until(got):
+        return
+
+  await asyncio.wait_for(run(), wait_sec)
+  return got
+
+
+def trades_of(events: list[Any], symbol: str, exchange: str | None = None) -> list[int]:
+  return [
+    int(e.trade_id)
+    for e in events
+    if isinstance(e, RawTick)
+    and e.kind == "trade"
+    and e.symbol == symbol
+    and (exchange is None or e.exchange == exchange)
+  ]
+
+
+async def test_sim_rest_endpoints_through_ccxt(sim_factory):
+  sim = await sim_factory(trades_per_sec=100, seed=3)
+  await asyncio.sleep(0.3)
+  found = await markets.list_markets("okx", market="sim", sim_url=sim.base_url)
+  assert {"BTC/USDT", "ETH/USDT", "PEPE/USDT", "ATOM/USDT"} <= found
+  client = markets.create_rest("bybit", market="sim", sim_url=sim.base_url)
+  try:
+    ticker = await client.fetch_ticker("BTC/USDT")
+    assert 30_000 < ticker["last"] < 150_000
+    trades = await client.fetch_trades("SOL/USDT", limit=5, params={"fromId": 2})
+    assert [t["id"] for t in trades] == ["2", "3", "4", "5", "6"]
+    with pytest.raises(ccxt.BadSymbol):
+      await client.fetch_ticker("NOPE/USDT")
+  finally:
+    await client.close()
+
+
+async def test_poller_yields_tickers_and_new_trades_once(sim_factory):
+  sim = await sim_factory(trades_per_sec=40, seed=5, symbols=["BTC", "ETH"])
+  feed = CcxtPoller(
+    ["binance", "okx"], ["BTC/USDT"], poll_sec=0.3, market="sim", sim_url=sim.base_url
+  )
+  async with feed:
+    events = await collect(feed, lambda ev: len(trades_of(ev, "BTC/USDT", "okx")) >= 60)
+  okx = trades_of(events, "BTC/USDT", "okx")
+  assert okx == list(range(okx[0], okx[0] + len(okx)))  # contiguous, no duplicates
+  ticks = [e for e in events if isinstance(e, RawTick)]
+  assert all(e.sim for e in ticks)
+  assert {e.exchange for e in ticks} == {"binance", "okx"}
+  assert any(e.kind == "ticker" and e.price for e in ticks)
+  assert feed.stats["polls"] >= 2 and feed.stats["errors"] == 0
+
+
+async def test_poller_backs_off_and_counts_errors_while_exchange_down(sim_factory):
+  sim = await sim_factory(trades_per_sec=20, seed=6, symbols=["BTC"])
+  port = sim.port
+  feed = CcxtPoller(
+    ["binance"],
+    ["BTC/USDT"],
+    poll_sec=0.2,
+    market="sim",
+    sim_url=sim.base_url,
+    backoff=Backoff(base_sec=0.1, max_sec=0.3),
+  )
+  async with feed:
+    events = await collect(feed, lambda ev: len(trades_of(ev, "BTC/USDT")) >= 5)
+    await sim.stop()
+    await asyncio.sleep(1.0)
+    assert feed.stats["errors"] >= 2
+    await sim.start()  # same port, trade ids continue like a real exchange's
+    assert sim.port == port
+    events += await collect(feed, lambda ev: len(trades_of(ev, "BTC/USDT")) >= 40)
+  ids = trades_of(events, "BTC/USDT")
+  # Trades made while the server was down never existed; everything served is there once.
+  assert ids == sorted(set(ids))
+  assert feed.stats["polls"] > feed.stats["errors"]
+
+
+async def test_ws_feed_streams_trades_tickers_and_liquidations(sim_factory):
+  sim = await sim_factory(
+    trades_per_sec=200, seed=9, symbols=["BTC", "ETH"], liquidation_ratio=0.05
+  )
+  feed = CcxtWsFeed(
+    ["binance", "bybit"], ["ETH/USDT"], market="sim", sim_url=sim.base_url, liquidations=True
+  )
+
+  def done(ev: list[Any]) -> bool:
+    kinds = {(e.exchange, e.kind) for e in ev if isinstance(e, RawTick)}
+    return {
+      (x, k) for x in ("binance", "bybit") for k in ("trade", "ticker", "liquidation")
+    } <= kinds
+
+  async with feed:
+    events = await collect(feed, done)
+  for ex in ("binance", "bybit"):
+    ids = trades_of(events, "ETH/USDT", ex)
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
+  liq = next(e for e in events if isinstance(e, RawTick) and e.kind == "liquidation")
+  assert liq.symbol == "ETH/USDT" and liq.price and liq.amount and liq.side in ("buy", "sell")
+  assert all(e.sim for e in events if isinstance(e, RawTick))
+
+
+async def test_ws_reconnect_backfills_without_gap_or_duplicate(sim_factory):
+  sim = await sim_factory(trades_per_sec=100, seed=11, symbols=["BTC", "SOL"])
+  feed = CcxtWsFeed(
+    ["binance"],
+    ["BTC/USDT", "SOL/USDT"],
+    market="sim",
+    sim_url=sim.base_url,
+    tickers=False,
+    backoff=Backoff(base_sec=0.3, max_sec=1.0, jitter=0),
+  )
+  async with feed:
+    events = await collect(feed, lambda ev: len(trades_of(ev, "BTC/USDT")) >= 50)
+    dropped = 0
+    for _ in range(2):
+      dropped += await sim.drop_connections()
+      events += await collect(feed, lambda ev: len(trades_of(ev, "BTC/USDT")) >= 120)
+  assert dropped >= 2
+  assert feed.stats["disconnects"] >= 2
+  assert feed.stats["backfilled"] > 0
+  for sym in ("BTC/USDT", "SOL/USDT"):
+    ids = trades_of(events, sym)
+    assert len(ids) == len(set(ids)), "duplicate trade ids"
+    assert ids == list(range(ids[0], ids[0] + len(ids))), "gap in trade ids"
+
+
+async def test_ws_feed_sends_heartbeats_when_quiet(sim_factory):
+  sim = await sim_factory(trades_per_sec=50, seed=12, symbols=["BTC"])
+  feed = CcxtWsFeed(["binance"], ["BTC/USDT"], market="sim", sim_url=sim.base_url, tickers=False)
+  async with feed:
+    await collect(feed, lambda ev: len(trades_of(ev, "BTC/USDT")) >= 5)
+    sim.pause()
+    start = time.time() * 1000
+    events = await collect(feed, lambda ev: any(isinstance(e, Heartbeat) for e in ev), wait_sec=5)
+  beat = next(e for e in events if isinstance(e, Heartbeat))
+  assert beat.source == "ccxt" and beat.exchange == "binance" and beat.symbol == "BTC/USDT"
+  assert beat.ts >= start - 1000 and beat.sim
