@@ -79,9 +79,16 @@ class Registry:
     self._consumer.assign(tps)
     await self._consumer.seek_to_beginning(*tps)
     end = await self._consumer.end_offsets(tps)
-    while any(await self._consumer.position(tp) < end[tp] for tp in tps):
+    while not await self._caught_up(tps, end):
       await self._poll_once(500)
     self._task = asyncio.create_task(self._follow(), name="registry-follow")
+
+  async def _caught_up(self, tps: list[TopicPartition], end: dict[TopicPartition, int]) -> bool:
+    assert self._consumer is not None
+    for tp in tps:
+      if await self._consumer.position(tp) < end[tp]:
+        return False
+    return True
 
   async def _wait_partitions(self) -> set[int]:
     assert self._consumer is not None
