@@ -8,6 +8,8 @@ between runs (the next run reuses it).
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -77,3 +79,80 @@ async def redis_client(infra: dict[str, str]) -> AsyncIterator[object]:
   client = aioredis.from_url(infra["redis_url"], decode_responses=True)
   yield client
   await client.aclose()
+
+
+class WorkerProcess:
+  """A real `faust ... worker` subprocess with its own topic prefix and app id."""
+
+  def __init__(self, env: dict[str, str], web_port: int, log_path: Path) -> None:
+    self.env, self.web_port, self.log_path = env, web_port, log_path
+    self.proc: "subprocess.Popen[bytes] | None" = None
+
+  def start(self, timeout_sec: float = 90.0) -> "WorkerProcess":
+    import subprocess
+    import time
+
+    import httpx
+
+    faust = str(Path(sys.executable).parent / "faust")
+    cmd = [faust, "-A", "bond.agents.app", "worker", "-l", "info", "--web-port", str(self.web_port)]
+    self.log = open(self.log_path, "ab")  # noqa: SIM115
+    self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + timeout_sec
+    while time.monotonic() < deadline:
+      if self.proc.poll() is not None:
+        raise RuntimeError(f"worker exited: {self.log_path.read_text()[-2000:]}")
+      try:
+        if httpx.get(f"http://127.0.0.1:{self.web_port}/bond/ready", timeout=1).status_code == 200:
+          return self
+      except httpx.HTTPError:
+        pass
+      time.sleep(0.3)
+    raise RuntimeError(f"worker not ready in {timeout_sec}s: {self.log_path.read_text()[-2000:]}")
+
+  def kill(self) -> None:
+    """Kill -9 the worker (a crash, not a shutdown)."""
+    import signal
+
+    if self.proc and self.proc.poll() is None:
+      os.killpg(self.proc.pid, signal.SIGKILL)
+      self.proc.wait()
+
+  def stop(self) -> None:
+    import signal
+    import subprocess
+
+    if self.proc and self.proc.poll() is None:
+      os.killpg(self.proc.pid, signal.SIGTERM)
+      try:
+        self.proc.wait(20)
+      except subprocess.TimeoutExpired:
+        self.kill()
+
+
+@pytest.fixture
+def isolated_env(infra, unique, tmp_path) -> dict[str, str]:
+  """Return an environment with a unique topic prefix and Faust app id (a private deployment)."""
+  tag = unique("t")
+  return {
+    **os.environ,
+    "BOND_TOPIC_PREFIX": f"{tag}.",
+    "BOND_APP_ID": f"bond-{tag}",
+    "BOND_FEEDS": "off",
+    "BOND_HOME": str(tmp_path),
+  }
+
+
+@pytest.fixture
+def worker_factory(isolated_env, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
+  """Start Faust workers in the isolated deployment; all are stopped afterwards."""
+  workers: list[WorkerProcess] = []
+
+  def make(**env: str) -> WorkerProcess:
+    w = WorkerProcess({**isolated_env, **env}, free_port(), tmp_path / f"worker{len(workers)}.log")
+    workers.append(w)
+    return w
+
+  yield make
+  for w in workers:
+    w.stop()

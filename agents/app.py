@@ -1,0 +1,41 @@
+"""The Faust application: raw topics -> panes (stage 1) -> stream windows (stage 2) -> sinks.
+
+Run with `faust -A bond.agents.app worker -l info`.
+"""
+
+import os
+
+import faust
+
+from bond.config import get_settings
+
+settings = get_settings()
+settings.require_safe_secret()
+
+APP_ID = os.environ.get("BOND_APP_ID", "bond")
+
+app = faust.App(
+  APP_ID,
+  broker=f"kafka://{settings.kafka_bootstrap}",
+  store="memory://",
+  key_serializer="raw",
+  value_serializer="raw",
+  topic_partitions=4,
+  topic_replication_factor=1,
+  topic_allow_declare=True,
+  consumer_auto_offset_reset="earliest",
+  broker_commit_interval=1.0,
+  stream_buffer_maxsize=65536,
+  producer_linger_ms=2,
+  producer_acks=-1,
+  table_cleanup_interval=60.0,
+  web_bind="127.0.0.1",
+  web_enabled=True,
+  autodiscover=False,
+  topic_disable_leader=True,
+)
+
+# Importing the modules registers their agents, tables, timers and pages on `app`.
+from bond.agents import feeds, panes, ready, windows  # noqa: E402,F401
+
+main = app.main

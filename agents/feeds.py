@@ -1,0 +1,152 @@
+"""Run each feed exactly once across the workers and publish its raw events.
+
+A feed (source, exchange, symbol) runs on the worker that owns the partition of its raw
+topic key, the same worker that aggregates its panes; when partitions move, feeds move.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from bond.aggregate import Feed
+from bond.agents.app import app, settings
+from bond.agents.state import partition_for, state
+from bond.schemas import CcxtSource, CustomSource, OnchainSource
+from bond.topics import RAW_TOPICS
+
+log = logging.getLogger(__name__)
+
+ENABLED = os.environ.get("BOND_FEEDS", "on") != "off"
+HEARTBEAT_SEC = 0.25
+
+
+def _source_params(feed: Feed) -> dict[str, Any]:
+  """Return what the streams using `feed` ask of it (liquidations, event types, custom source)."""
+  params: dict[str, Any] = {"liquidations": False, "event_types": set(), "custom": None}
+  for sid in state.by_feed.get(feed.id, ()):
+    spec = state.streams[sid][0].spec
+    for src in spec.sources:
+      if isinstance(src, CcxtSource) and feed.source == "ccxt":
+        params["liquidations"] |= src.liquidations
+      elif isinstance(src, OnchainSource) and feed.source == "onchain":
+        params["event_types"] |= set(src.event_types)
+      elif isinstance(src, CustomSource) and feed.source == "custom" and src.source_id == feed.exchange:
+        params["custom"] = src
+  return params
+
+
+def make_connector(feed: Feed) -> Any:
+  """Return the connector that produces `feed`'s raw events."""
+  params = _source_params(feed)
+  if feed.source == "ccxt":
+    if settings.bond_ccxt_mode == "ws":
+      from bond.connectors.ccxt_ws import CcxtWsFeed
+
+      return CcxtWsFeed([feed.exchange], [feed.symbol], settings=settings,
+                        liquidations=params["liquidations"], heartbeat_sec=HEARTBEAT_SEC)  # fmt: skip
+    from bond.connectors.ccxt_poll import CcxtPoller
+
+    return CcxtPoller([feed.exchange], [feed.symbol], settings=settings)
+  if feed.source == "twitter":
+    from bond.connectors.x_stream import XStream
+
+    return XStream([feed.symbol], settings=settings, heartbeat_sec=HEARTBEAT_SEC)
+  if feed.source == "onchain":
+    from bond.connectors.geyser import GeyserFeed
+
+    return GeyserFeed(settings=settings, heartbeat_sec=HEARTBEAT_SEC)
+  from bond.connectors.custom_ws import CustomWsFeed
+
+  return CustomWsFeed(params["custom"], heartbeat_sec=HEARTBEAT_SEC)
+
+
+class FeedRunner:
+  """Runs the feeds this worker owns and publishes their events to the raw topics."""
+
+  def __init__(self) -> None:
+    self.running: dict[str, tuple[Any, asyncio.Task[None]]] = {}
+    self.producer: AIOKafkaProducer | None = None
+    self.stats: dict[str, int] = {"published": 0, "errors": 0}
+
+  async def producer_started(self) -> AIOKafkaProducer:
+    if self.producer is None:
+      self.producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2, enable_idempotence=True
+      )
+      await self.producer.start()
+    return self.producer
+
+  def owned(self, feed: Feed) -> bool:
+    topic = RAW_TOPICS[feed.source]
+    part = partition_for(feed.raw_key, topic.partitions)
+    return any(tp.topic == topic.name and tp.partition == part for tp in app.assignor.assigned_actives())
+
+  async def reconcile(self) -> None:
+    """Start the feeds this worker should run and stop the others."""
+    wanted = {fid: f for fid, f in state.all_feeds().items() if self.owned(f)}
+    for fid in [f for f in self.running if f not in wanted]:
+      await self._stop(fid)
+    for fid, feed in wanted.items():
+      if fid not in self.running:
+        await self._start(feed)
+
+  async def _start(self, feed: Feed) -> None:
+    try:
+      connector = make_connector(feed)
+      await connector.start()
+    except (ImportError, ValueError, OSError) as err:
+      self.stats["errors"] += 1
+      log.error("feed %s cannot start: %s", feed.id, err)
+      return
+    task = asyncio.create_task(self._pump(feed, connector), name=f"feed {feed.id}")
+    self.running[feed.id] = (connector, task)
+    log.info("feed %s started", feed.id)
+
+  async def _stop(self, fid: str) -> None:
+    connector, task = self.running.pop(fid)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+      await task
+    await connector.stop()
+    log.info("feed %s stopped", fid)
+
+  async def _pump(self, feed: Feed, connector: Any) -> None:
+    producer = await self.producer_started()
+    topic = RAW_TOPICS[feed.source].name
+    key = feed.raw_key.encode()
+    async for event in connector:
+      if getattr(event, "heartbeat", False) and feed.source == "ccxt":
+        event.exchange, event.symbol = feed.exchange, feed.symbol
+      body = event.model_dump_json(exclude_none=True).encode()
+      while True:
+        try:
+          await producer.send(topic, body, key=key)
+          break
+        except KafkaError as err:
+          self.stats["errors"] += 1
+          log.warning("feed %s: publishing failed (%s); retrying", feed.id, err)
+          await asyncio.sleep(0.5)
+      self.stats["published"] += 1
+
+  async def stop(self) -> None:
+    for fid in list(self.running):
+      await self._stop(fid)
+    if self.producer is not None:
+      await self.producer.stop()
+      self.producer = None
+
+
+runner = FeedRunner()
+
+
+@app.timer(1.0)
+async def reconcile_feeds() -> None:
+  """Keep exactly the owned feeds running (streams come and go, partitions move)."""
+  if ENABLED and state.ready.is_set() and not app.rebalancing:
+    await runner.reconcile()
+

@@ -1,0 +1,21 @@
+"""Worker start-up (registry first) and the readiness page `bond up` and tests poll."""
+
+from aiohttp.web import Response
+
+from bond.agents.app import app
+from bond.agents.state import state
+
+
+@app.task
+async def start_registry() -> None:
+  """Load the stream registry before any window is computed."""
+  await state.start()
+
+
+@app.page("/bond/ready")
+async def ready_page(web, request) -> Response:  # type: ignore[no-untyped-def]
+  """Answer 200 once the registry is loaded and partitions are assigned."""
+  assigned = bool(app.consumer.assignment()) if app.consumer else False
+  ok = state.ready.is_set() and assigned and not app.rebalancing
+  body = {"ready": ok, "streams": len(state.streams), "assigned": assigned, "rebalancing": app.rebalancing}
+  return web.json(body, status=200 if ok else 503)

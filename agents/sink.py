@@ -1,0 +1,142 @@
+"""Where windows go: the stream's Kafka topic, its Redis Stream, and its metrics.
+
+The Redis Stream entry id is `<seq>-0`, so a window emitted twice (after a crash) is
+refused by Redis rather than stored twice; the gateway also sends only increasing seqs.
+"""
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from bond.agents.app import app, settings
+from bond.topics import stream_topic
+
+log = logging.getLogger(__name__)
+
+RESERVOIR = 1024
+
+
+def percentile(values: list[float], q: float) -> float | None:
+  """Return the q-quantile (0..1) of values by nearest rank, or None when empty."""
+  if not values:
+    return None
+  ordered = sorted(values)
+  return float(ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))])
+
+
+class Sink:
+  """Buffers emitted windows and metrics, and writes them out from one background task."""
+
+  def __init__(self) -> None:
+    self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+    self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    self.latency_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=RESERVOIR))
+    self.lag_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=RESERVOIR))
+    self.stats = {"emitted": 0, "redis_dupes": 0, "redis_errors": 0}
+    self._redis: aioredis.Redis | None = None
+
+  def emit(self, sid: str, event: dict[str, Any], msgs_in: int, lag_ms: int) -> None:
+    """Queue one window for Kafka and Redis (called without awaiting, from agents and timers)."""
+    self.queue.put_nowait((sid, event))
+    self.counts[sid]["windows_out"] += 1
+    self.counts[sid]["msgs_in"] += msgs_in
+    self.lag_ms[sid].append(float(lag_ms))
+    self.stats["emitted"] += 1
+
+  def count(self, sid: str, field: str, n: int) -> None:
+    self.counts[sid][field] += n
+
+  def latency(self, sid: str, samples: list[float]) -> None:
+    self.latency_ms[sid].extend(samples)
+
+  def forget(self, sid: str) -> None:
+    for store in (self.counts, self.latency_ms, self.lag_ms):
+      store.pop(sid, None)
+
+  @property
+  def redis(self) -> aioredis.Redis:
+    if self._redis is None:
+      self._redis = aioredis.from_url(settings.redis_url, socket_timeout=5, health_check_interval=10)
+    return self._redis
+
+  async def drain(self) -> None:
+    """Write queued windows to Kafka, then to Redis, in order."""
+    batch = [await self.queue.get()]
+    while not self.queue.empty() and len(batch) < 500:
+      batch.append(self.queue.get_nowait())
+    for sid, event in batch:
+      body = json.dumps(event, separators=(",", ":"))
+      await app.topic(stream_topic(sid).name, value_serializer="raw").send(key=sid.encode(), value=body.encode())
+    await self._to_redis(batch)
+
+  async def _to_redis(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+    min_id = int(time.time() * 1000) - settings.bond_ring_seconds * 1000
+    for attempt in range(30):
+      try:
+        pipe = self.redis.pipeline(transaction=False)
+        for sid, event in batch:
+          key = f"bond:stream:{sid}"
+          pipe.xadd(key, {"e": json.dumps(event, separators=(",", ":"))}, id=f"{event['seq']}-0",
+                    maxlen=settings.bond_ring_maxlen, approximate=True)  # fmt: skip
+          pipe.xtrim(key, minid=min_id, approximate=False)
+        results = await pipe.execute(raise_on_error=False)
+        for result in results[::2]:
+          if isinstance(result, ResponseError):
+            self.stats["redis_dupes"] += 1  # equal or smaller id: this window is already there
+        return
+      except (RedisError, OSError) as err:
+        self.stats["redis_errors"] += 1
+        delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
+        log.warning("redis sink: %s; retrying in %.2fs", err, delay)
+        await asyncio.sleep(delay)
+    log.error("redis sink: gave up on %d windows after repeated errors", len(batch))
+
+  async def flush_metrics(self) -> None:
+    """Add counters to each stream's metrics hash and replace its percentiles."""
+    from bond.agents.windows import _owned
+
+    pipe = self.redis.pipeline(transaction=False)
+    for sid in list(self.counts.keys() | self.latency_ms.keys() | self.lag_ms.keys()):
+      key = f"bond:metrics:{sid}"
+      counts = self.counts.pop(sid, {})
+      for field, n in counts.items():
+        if n:
+          pipe.hincrby(key, field, n)
+      if not _owned(sid):
+        continue
+      lat = list(self.latency_ms.get(sid, ()))
+      lag = list(self.lag_ms.get(sid, ()))
+      fields: dict[str, float | int] = {"latency_samples": len(lat), "updated_ms": int(time.time() * 1000)}
+      for name, values in (("latency", lat), ("emit_lag", lag)):
+        for q in (50, 95, 99):
+          value = percentile(values, q / 100)
+          if value is not None:
+            fields[f"{name}_p{q}_ms"] = round(value, 3)
+      pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+    try:
+      await pipe.execute()
+    except (RedisError, OSError) as err:
+      log.warning("metrics: %s", err)
+
+
+sink = Sink()
+
+
+@app.task
+async def sink_loop() -> None:
+  """Drain emitted windows forever."""
+  while True:
+    await sink.drain()
+
+
+@app.timer(1.0)
+async def metrics_loop() -> None:
+  """Publish per-stream metrics once a second."""
+  await sink.flush_metrics()

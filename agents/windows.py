@@ -1,0 +1,153 @@
+"""Stage 2: compose each stream's windows from its feeds' panes and emit them on time.
+
+A window is emitted as soon as every feed of the stream has progressed past its end, and
+at the latest `BOND_LATENESS_MS` after its end by the wall clock (DESIGN.md "Windows and
+time"). Emission is driven by the stream of panes and by a 20 ms timer, not by Faust's
+window-close callback, which fires up to 30 s late. State per stream (pending panes,
+feed progress, next window end, last pane offset) is a changelog-backed table.
+"""
+
+import json
+import logging
+import time
+from typing import Any
+
+import faust
+
+from bond.aggregate import compose_window, first_window_end, pane_merge
+from bond.agents.app import app, settings
+from bond.agents.sink import sink
+from bond.agents.state import partition_for, state
+from bond.topics import PANES
+
+log = logging.getLogger(__name__)
+
+LATENESS_MS = settings.bond_lateness_ms
+MAX_CATCH_UP = 720  # windows emitted per stream per pass when catching up after downtime
+
+panes_in = app.topic(PANES.name, key_type=str, value_serializer="raw", partitions=PANES.partitions)
+table = app.Table(
+  "windows",
+  default=None,
+  partitions=PANES.partitions,
+  use_partitioner=True,
+  schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+)
+
+
+def _new_state(created_ms: int, size_ms: int) -> dict[str, Any]:
+  return {"off": -1, "next": first_window_end(created_ms, size_ms), "prog": {}, "panes": {}}
+
+
+def _owned(stream_id: str) -> bool:
+  assigned = app.assignor.assigned_actives()
+  return any(tp.topic == PANES.name and tp.partition == partition_for(stream_id, PANES.partitions) for tp in assigned)
+
+
+def _apply_pane(sid: str, st: dict[str, Any], pane: dict[str, Any], size_ms: int) -> None:
+  feed_id = pane["f"]
+  st["prog"][feed_id] = max(st["prog"].get(feed_id, 0), pane["p"])
+  agg = pane["a"]
+  if not agg:
+    return
+  lat = agg.pop("lat", None)
+  if lat:
+    sink.latency(sid, lat)
+  if pane["s"] < st["next"] - size_ms:
+    sink.count(sid, "late", agg.get("in", 0))  # its window is already out: counted, not merged
+    return
+  feed_panes = st["panes"].setdefault(feed_id, {})
+  into = feed_panes.setdefault(str(pane["s"]), {})
+  pane_merge(into, agg)
+
+
+def try_emit(sid: str, st: dict[str, Any], now_ms: int) -> bool:
+  """Emit every window of the stream that is complete or due; return whether any was."""
+  entry = state.streams.get(sid)
+  if entry is None:
+    return False
+  record, feeds = entry
+  spec = record.spec
+  size_ms = spec.interval_sec * 1000
+  emitted = 0
+  while emitted < MAX_CATCH_UP:
+    end = st["next"]
+    complete = all(st["prog"].get(f.id, 0) >= end for f in feeds)
+    if not complete and now_ms < end + LATENESS_MS:
+      break
+    start = end - size_ms
+    window: dict[str, dict[str, Any]] = {}
+    msgs_in = 0
+    for feed_id, feed_panes in st["panes"].items():
+      merged: dict[str, Any] = {}
+      for pane_start in [k for k in feed_panes if start <= int(k) < end]:
+        pane = feed_panes.pop(pane_start)
+        msgs_in += pane.get("in", 0)
+        pane_merge(merged, pane)
+      if merged:
+        window[feed_id] = merged
+    for feed_id in [k for k, v in st["panes"].items() if not v]:
+      del st["panes"][feed_id]
+    event = compose_window(sid, spec, feeds, end, window)
+    sink.emit(sid, event, msgs_in=msgs_in, lag_ms=now_ms - end)
+    st["next"] = end + size_ms
+    emitted += 1
+  return emitted > 0
+
+
+@app.agent(panes_in, name="bond.stage2")
+async def stage2(stream) -> None:  # type: ignore[no-untyped-def]
+  """Merge closed panes into their streams' pending windows and emit what is complete."""
+  await state.ready.wait()
+  async for batch in stream.take_events(2000, within=0.005):
+    dirty: dict[str, dict[str, Any]] = {}
+    for event in batch:
+      msg = event.message
+      sid = msg.key.decode() if isinstance(msg.key, bytes) else str(msg.key)
+      entry = state.streams.get(sid)
+      if entry is None:
+        continue  # deleted stream: its panes are dropped
+      record = entry[0]
+      size_ms = record.spec.interval_sec * 1000
+      st = dirty.get(sid) or table.get(sid) or _new_state(record.created_at_ms, size_ms)
+      dirty[sid] = st
+      if msg.offset <= st["off"]:
+        continue  # already applied before a restart
+      st["off"] = msg.offset
+      try:
+        _apply_pane(sid, st, json.loads(msg.value), size_ms)
+      except (ValueError, KeyError, TypeError) as err:
+        log.warning("panes: skipping malformed record at offset %d: %s", msg.offset, err)
+    now_ms = int(time.time() * 1000)
+    for sid, st in dirty.items():
+      try_emit(sid, st, now_ms)
+      table[sid] = st
+
+
+@app.timer(0.02)
+async def deadline_timer() -> None:
+  """Emit windows whose lateness has run out, for quiet or dead feeds."""
+  if not state.ready.is_set() or app.rebalancing:
+    return
+  now_ms = int(time.time() * 1000)
+  for sid, (record, _feeds) in list(state.streams.items()):
+    if not _owned(sid):
+      continue
+    st = table.get(sid)
+    fresh = st is None
+    if st is None:
+      st = _new_state(record.created_at_ms, record.spec.interval_sec * 1000)
+    if now_ms < st["next"] + LATENESS_MS and not fresh:
+      continue
+    if try_emit(sid, st, now_ms) or fresh:
+      table[sid] = st
+
+
+@app.timer(1.0)
+async def forget_deleted() -> None:
+  """Drop the state of deleted streams this worker owns."""
+  if not state.ready.is_set() or app.rebalancing:
+    return
+  for sid in [k for k in list(table.keys()) if k not in state.streams and _owned(k)]:
+    del table[sid]
+    sink.forget(sid)
