@@ -26,7 +26,9 @@ def main() -> None:
   settings = get_settings()
   parser = argparse.ArgumentParser(prog="python -m bond.sim", description=__doc__)
   parser.add_argument("--port", type=int, default=settings.bond_sim_port)
-  parser.add_argument("--rate", type=float, default=settings.bond_sim_trades_per_sec, help="trades/s per symbol")
+  parser.add_argument(
+    "--rate", type=float, default=settings.bond_sim_trades_per_sec, help="trades/s per symbol"
+  )
   parser.add_argument("--seed", type=int, default=42)
   args = parser.parse_args()
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

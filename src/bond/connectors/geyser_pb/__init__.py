@@ -1,0 +1,1 @@
+"""Generated Geyser gRPC stubs (see ../regen_geyser.py)."""
