@@ -47,7 +47,11 @@ class Connector:
     if self._running:
       return
     self._running = True
-    await self._open()
+    try:
+      await self._open()
+    except BaseException:
+      self._running = False
+      raise
     now = time.monotonic()
     for feed in self.feeds():
       self._last_event[feed] = now
@@ -119,6 +123,10 @@ class Connector:
     self.stats["events"] += 1
     if feed is not None:
       self._last_event[feed] = time.monotonic()
+
+  def touch(self, feed: tuple[str, str]) -> None:
+    """Mark a feed as active now (it will not need a heartbeat for a while)."""
+    self._last_event[feed] = time.monotonic()
 
   def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
     self._tasks.append(asyncio.create_task(coro))
