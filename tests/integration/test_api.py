@@ -59,6 +59,7 @@ class ApiServer:
     self.settings = settings
     self.market_loader = market_loader
     self.url = ""
+    self.exit_code: int | str | None = None
     self._server: uvicorn.Server | None = None
     self._thread: threading.Thread | None = None
 
@@ -71,9 +72,7 @@ class ApiServer:
     app = create_api_app(self.settings, market_loader=self.market_loader)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
     self._server = uvicorn.Server(config)
-    self._thread = threading.Thread(
-      target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-    )
+    self._thread = threading.Thread(target=self._run, args=(self._server, sock), daemon=True)
     self._thread.start()
     deadline = time.monotonic() + timeout_sec
     while not self._server.started:
@@ -81,6 +80,12 @@ class ApiServer:
         raise RuntimeError("the API did not start; see the log above")
       time.sleep(0.02)
     return self
+
+  def _run(self, server: uvicorn.Server, sock: socket.socket) -> None:
+    try:
+      server.run(sockets=[sock])
+    except SystemExit as exc:  # uvicorn exits when the lifespan startup fails
+      self.exit_code = exc.code
 
   def stop(self) -> None:
     """Shut uvicorn down (lifespan shutdown included) and join its thread."""
@@ -609,5 +614,7 @@ async def test_refuses_the_default_secret_outside_dev(
   infra: dict[str, str], sim: SimExchange
 ) -> None:
   settings = settings_for(infra, sim.port, bond_env="prod", bond_secret="dev-secret-change-me")
+  server = ApiServer(settings)
   with pytest.raises(RuntimeError, match="did not start"):
-    ApiServer(settings).start(timeout_sec=10)
+    server.start(timeout_sec=10)
+  assert server.exit_code == 3  # uvicorn's startup failure
