@@ -250,7 +250,8 @@ def _record(request: Request, owner: str) -> StreamRecord:
   sid = request.path_params["stream_id"]
   rec = _state(request).registry.get(sid)
   if rec is None or rec.owner != owner:
-    raise NotFoundError(f"no stream {sid!r} in project {owner!r}; GET /v1/streams lists yours")
+    shown = sid if len(sid) <= 64 else sid[:64] + "..."
+    raise NotFoundError(f"no stream {shown!r} in project {owner!r}; GET /v1/streams lists yours")
   return rec
 
 

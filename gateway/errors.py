@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -127,7 +128,7 @@ async def read_json_object(request: Request, limit: int = MAX_BODY_BYTES) -> dic
   if not raw.strip():
     raise ApiError(400, "bad_json", "the request body is empty; send a JSON object")
   try:
-    data = json.loads(raw)
+    data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
   except UnicodeDecodeError:
     raise ApiError(400, "bad_json", "the request body is not UTF-8 JSON") from None
   except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
@@ -139,6 +140,17 @@ async def read_json_object(request: Request, limit: int = MAX_BODY_BYTES) -> dic
       400, "bad_json", f"the request body must be a JSON object, not {type(data).__name__}"
     )
   return data
+
+
+def _no_constant(name: str) -> float:
+  raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+  value = float(text)
+  if not math.isfinite(value):
+    raise ValueError(f"{text[:20]} is out of range for a number")
+  return value
 
 
 def body_too_large(limit: int = MAX_BODY_BYTES) -> ApiError:

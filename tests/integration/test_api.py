@@ -451,6 +451,12 @@ async def test_request_errors_are_json(api: ApiServer, client: httpx.AsyncClient
     await post("/v1/streams", content=b"\xff\xfe", headers={"Content-Type": "application/json"}),
     400,
   )
+  nan = (
+    b'{"spec": {"sources": [{"type": "custom", "url": "ws://feed.test", "subscribe": {"a": NaN}}]}}'
+  )
+  assert_error(
+    await post("/v1/streams", content=nan, headers={"Content-Type": "application/json"}), 400, "NaN"
+  )
   assert_error(await post("/v1/streams", json={}), 422, "exactly one")
   both = {"natural_language": "BTC price", **spec_for("BTC")}
   assert_error(await post("/v1/streams", json=both), 422, "exactly one")

@@ -68,6 +68,9 @@ async def test_read_json_object() -> None:
     ([b""], json_ct, 400),
     ([b"1" * 5000], json_ct, 400),  # an integer too long to convert
     ([b"[" * 5000 + b"]" * 5000], json_ct, 400),
+    ([b'{"a": NaN}'], json_ct, 400),
+    ([b'{"a": -Infinity}'], json_ct, 400),
+    ([b'{"a": 1e400}'], json_ct, 400),
     ([b"{}"], {"Content-Type": "text/plain"}, 415),
     ([b"{}"], {**json_ct, "Content-Length": str(65 * 1024)}, 413),
     ([b" " * 8192] * 9, json_ct, 413),  # no length declared: the streamed bytes count
