@@ -1,0 +1,264 @@
+"""One Kafka consumer per gateway process, feeding every socket of every stream.
+
+The consumer assigns itself `bond.stream.<id>` (one partition) while anyone listens to the
+stream and leaves it a little after the last listener goes. Each record is decoded once
+and its text frame handed to every sink of the stream; sinks queue it without awaiting,
+so one slow socket never holds up the others.
+"""
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from bond.topics import stream_topic
+from bond.topics.admin import TopicAdmin
+
+log = logging.getLogger(__name__)
+
+RETRY_SEC = 1.0
+
+
+class Sink(Protocol):
+  """Something that takes a stream's frames without awaiting (a socket's send queue)."""
+
+  def deliver(self, seq: int, frame: str) -> None:
+    """Queue one event (its seq and its JSON text)."""
+
+
+@dataclass
+class _Stream:
+  tp: TopicPartition
+  next_offset: int
+  sinks: set[Sink] = field(default_factory=set)
+  linger: asyncio.TimerHandle | None = None
+
+
+class Fanout:
+  """Reads every listened-to stream topic with one consumer and hands each frame to its sinks."""
+
+  def __init__(
+    self,
+    bootstrap: str,
+    *,
+    poll_timeout_ms: int = 100,
+    linger_sec: float = 2.0,
+    max_records: int = 1000,
+  ) -> None:
+    self._bootstrap = bootstrap
+    self._poll_timeout_ms = poll_timeout_ms
+    self._linger_sec = linger_sec
+    self._max_records = max_records
+    self._consumer: AIOKafkaConsumer | None = None
+    self._task: asyncio.Task[None] | None = None
+    self._streams: dict[str, _Stream] = {}
+    # Held while polling and dispatching, and while the assignment changes: the offsets
+    # recorded for each partition are always those of the last record dispatched.
+    self._lock = asyncio.Lock()
+    self._assigned = asyncio.Event()
+    self.records = 0
+    self.deliveries = 0
+    self.consumers_started = 0
+
+  async def start(self) -> None:
+    """Connect the consumer and start the poll loop."""
+    if self._consumer is not None:
+      return
+    consumer = AIOKafkaConsumer(
+      bootstrap_servers=self._bootstrap,
+      group_id=None,
+      enable_auto_commit=False,
+      auto_offset_reset="latest",
+      max_poll_records=self._max_records,
+    )
+    await consumer.start()
+    self._consumer = consumer
+    self.consumers_started += 1
+    self._task = asyncio.create_task(self._run(), name="fanout-poll")
+
+  async def stop(self) -> None:
+    """Stop polling and close the consumer; safe to call twice."""
+    task, self._task = self._task, None
+    if task is not None:
+      task.cancel()
+      await asyncio.gather(task, return_exceptions=True)
+    for entry in self._streams.values():
+      if entry.linger is not None:
+        entry.linger.cancel()
+    self._streams.clear()
+    consumer, self._consumer = self._consumer, None
+    if consumer is not None:
+      await consumer.stop()
+
+  async def __aenter__(self) -> "Fanout":
+    await self.start()
+    return self
+
+  async def __aexit__(self, *exc: object) -> None:
+    await self.stop()
+
+  async def subscribe(self, stream_id: str, sink: Sink) -> None:
+    """Add a sink; return once every record produced from now on will reach it."""
+    async with self._lock:
+      entry = self._streams.get(stream_id)
+      if entry is None:
+        entry = await self._assign(stream_id)
+      if entry.linger is not None:
+        entry.linger.cancel()
+        entry.linger = None
+      entry.sinks.add(sink)
+
+  def unsubscribe(self, stream_id: str, sink: Sink) -> None:
+    """Remove a sink; the topic is left after a short linger when no sink remains."""
+    entry = self._streams.get(stream_id)
+    if entry is None or sink not in entry.sinks:
+      return
+    entry.sinks.discard(sink)
+    if not entry.sinks and entry.linger is None:
+      loop = asyncio.get_running_loop()
+      entry.linger = loop.call_later(self._linger_sec, self._schedule_leave, stream_id)
+
+  def forget(self, stream_id: str) -> None:
+    """Leave a stream's topic now (the stream was deleted)."""
+    entry = self._streams.get(stream_id)
+    if entry is not None:
+      entry.sinks.clear()
+      self._schedule_leave(stream_id)
+
+  def stats(self) -> dict[str, int]:
+    """Return counters: consumers, assigned topics, sinks, records read and frames handed out."""
+    return {
+      "consumers": 1 if self._consumer is not None else 0,
+      "consumers_started": self.consumers_started,
+      "topics": len(self._streams),
+      "sinks": sum(len(e.sinks) for e in self._streams.values()),
+      "records": self.records,
+      "deliveries": self.deliveries,
+    }
+
+  def listening(self, stream_id: str) -> int:
+    """Return how many sinks listen to a stream."""
+    entry = self._streams.get(stream_id)
+    return 0 if entry is None else len(entry.sinks)
+
+  # ------------------------------------------------------------------ assignment
+
+  async def _assign(self, stream_id: str) -> _Stream:
+    consumer = self._require()
+    topic = stream_topic(stream_id).name
+    tp = TopicPartition(topic, 0)
+    await self._ensure_topic(stream_id, topic)
+    with self._reassigning():
+      consumer.assign([*(e.tp for e in self._streams.values()), tp])
+    # Start at the end: the past comes from the Redis ring, and anything produced after
+    # this position is known reaches the new sink.
+    await consumer.seek_to_end(tp)
+    offset = await consumer.position(tp)
+    entry = _Stream(tp=tp, next_offset=offset)
+    self._streams[stream_id] = entry
+    self._assigned.set()
+    log.info("fanout: listening to %s from offset %d", topic, offset)
+    return entry
+
+  async def _ensure_topic(self, stream_id: str, topic: str) -> None:
+    consumer = self._require()
+    if topic in await consumer.topics():
+      return
+    # A stream registered a moment ago may not have its topic yet; create it as the
+    # catalog says rather than let auto-creation pick other settings.
+    async with TopicAdmin(self._bootstrap) as admin:
+      await admin.create_stream_topic(stream_id)
+    for _ in range(50):
+      if topic in await consumer.topics():
+        return
+      await asyncio.sleep(0.1)
+    raise KafkaError(f"topic {topic} did not appear after creation")
+
+  @contextmanager
+  def _reassigning(self) -> Iterator[None]:
+    # assign() replaces the whole assignment and forgets positions: put back the offset
+    # after the last record dispatched for every partition we keep.
+    yield
+    consumer = self._require()
+    for entry in self._streams.values():
+      consumer.seek(entry.tp, entry.next_offset)
+
+  def _schedule_leave(self, stream_id: str) -> None:
+    entry = self._streams.get(stream_id)
+    if entry is None or entry.sinks:
+      return
+    if entry.linger is not None:
+      entry.linger.cancel()
+      entry.linger = None
+    asyncio.get_running_loop().create_task(self._leave(stream_id))
+
+  async def _leave(self, stream_id: str) -> None:
+    async with self._lock:
+      entry = self._streams.get(stream_id)
+      if entry is None or entry.sinks or self._consumer is None:
+        return
+      del self._streams[stream_id]
+      with self._reassigning():
+        self._consumer.assign([e.tp for e in self._streams.values()])
+      if not self._streams:
+        self._assigned.clear()
+      log.info("fanout: left %s", entry.tp.topic)
+
+  # ------------------------------------------------------------------ polling
+
+  def _require(self) -> AIOKafkaConsumer:
+    if self._consumer is None:
+      raise RuntimeError("Fanout is not started")
+    return self._consumer
+
+  async def _run(self) -> None:
+    while True:
+      await self._assigned.wait()
+      try:
+        async with self._lock:
+          if self._streams:
+            await self._poll_once()
+      except KafkaError as err:
+        log.warning("fanout: %s; retrying in %.1fs", err, RETRY_SEC)
+        await asyncio.sleep(RETRY_SEC)
+      # Let subscribers waiting for the lock in before the next poll.
+      await asyncio.sleep(0)
+
+  async def _poll_once(self) -> None:
+    consumer = self._require()
+    batches = await consumer.getmany(timeout_ms=self._poll_timeout_ms)
+    by_topic = {e.tp: e for e in self._streams.values()}
+    for tp, msgs in batches.items():
+      entry = by_topic.get(tp)
+      if entry is None:
+        continue
+      for msg in msgs:
+        entry.next_offset = msg.offset + 1
+        self.records += 1
+        frame, seq = _decode(msg.value)
+        if frame is None:
+          log.warning("fanout: skipping unreadable record at %s@%d", tp.topic, msg.offset)
+          continue
+        for sink in tuple(entry.sinks):
+          sink.deliver(seq, frame)
+        self.deliveries += len(entry.sinks)
+
+
+def _decode(value: bytes | None) -> tuple[str | None, int]:
+  """Return the record's text and its seq, or (None, 0) when it is not an event."""
+  if value is None:
+    return None, 0
+  try:
+    text = value.decode()
+    seq = json.loads(text)["seq"]
+  except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+    return None, 0
+  if not isinstance(seq, int):
+    return None, 0
+  return text, seq
