@@ -1,6 +1,6 @@
 """Schemathesis against the live API (uvicorn subprocess, real Kafka and Redis): no 5xx, ever.
 
-The API runs as `uvicorn bond.gateway.api:create_api_app --factory`, configured only by
+The API runs as `uvicorn bond.gateway.app:api --factory`, configured only by
 environment variables, as in production; every operation of /openapi.json gets a bounded
 number of generated requests, valid and invalid.
 """
@@ -51,7 +51,7 @@ def live_api(infra: dict[str, str]) -> Iterator[str]:
     "BOND_MARKET": "sim",
     "BOND_SIM_PORT": str(sim.port),
   }
-  cmd = [sys.executable, "-m", "uvicorn", "bond.gateway.api:create_api_app", "--factory"]
+  cmd = [sys.executable, "-m", "uvicorn", "bond.gateway.app:api", "--factory"]
   cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
   proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
   url = f"http://127.0.0.1:{port}"
