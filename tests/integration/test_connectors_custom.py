@@ -68,6 +68,13 @@ async def test_mapping_subscribe_and_filter(feed_peer_factory):
   assert all(e.price and e.price > 0 and e.amount is not None and e.ts > 1.7e12 for e in got)
   assert all(e.payload["type"] == "trade" for e in got)
   assert feed.stats["filtered"] >= 3  # status messages skipped by the filter
+  same = CustomWsFeed(spec)  # a CustomSource is accepted directly too
+  assert (same.url, same.source_id, same.subscribe, same.mapping) == (
+    feed.url,
+    feed.source_id,
+    feed.subscribe,
+    feed.mapping,
+  )
 
 
 async def test_bad_payloads_are_counted_and_skipped(feed_peer_factory):

@@ -128,7 +128,7 @@ class CustomWsFeed(Connector):
 
   def __init__(
     self,
-    url: str,
+    url: str | CustomSource,
     mapping: CustomMapping | None = None,
     source: str | None = None,
     subscribe: dict[str, Any] | list[Any] | None = None,
@@ -141,6 +141,12 @@ class CustomWsFeed(Connector):
   ) -> None:
     super().__init__(heartbeat_sec=heartbeat_sec)
     self.settings = settings or get_settings()
+    if isinstance(url, CustomSource):
+      # A stream spec's source carries url, mapping, subscribe and its stable id.
+      mapping = mapping or url.mapping
+      subscribe = subscribe if subscribe is not None else url.subscribe
+      source = source or url.source_id
+      url = url.url
     self.url = url
     self.mapping = mapping or CustomMapping.model_validate({})
     self.source_id = (
