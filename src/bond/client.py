@@ -1,0 +1,403 @@
+"""The Bond SDK: create and manage streams over REST, and listen to them over WebSocket.
+
+    from bond import listen
+
+    async for event in listen("BTC price + tweets every 5s"):
+      print(event["seq"], event["price_avg"])
+
+`listen` reconnects by itself (exponential backoff with jitter) and resumes after the last
+`seq` it yielded, so a gateway restart costs neither a gap nor a duplicate; it refreshes
+the stream token before it expires. It needs only httpx and websockets.
+"""
+
+import asyncio
+import json
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, TypedDict, cast
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from bond.errors import BondError
+
+log = logging.getLogger(__name__)
+
+API_URL = "http://localhost:8000"
+STREAM_ID_RE = re.compile(r"[0-9a-f]{16}")
+# The gateway's verdicts that another attempt cannot change.
+FINAL_CLOSE_CODES = {
+  4400: "bad from",
+  4403: "token for another stream",
+  4404: "unknown or deleted stream",
+}
+BACKOFF_BASE_SEC = 0.25
+BACKOFF_MAX_SEC = 10.0
+TOKEN_MARGIN_SEC = 60.0
+
+
+class SymbolFields(TypedDict, total=False):
+  """The per-symbol fields of a window (inside `by_symbol`)."""
+
+  price_avg: float | None
+  price_open: float | None
+  price_high: float | None
+  price_low: float | None
+  price_close: float | None
+  vwap: float | None
+  volume_sum: float
+  trades: int
+  tweets: int
+  liquidations: int
+
+
+class BondEvent(SymbolFields, total=False):
+  """One closed window of a stream, as the gateway sends it (an AggregatedEvent)."""
+
+  stream_id: str
+  seq: int
+  ts: str
+  window_start: str
+  interval_sec: int
+  symbol: str | None
+  onchain: dict[str, int]
+  custom_count: int
+  raw_data: dict[str, Any]
+  by_symbol: dict[str, SymbolFields] | None
+
+
+class BondAPIError(BondError):
+  """The REST API answered with an error: HTTP status, error code and message."""
+
+  code = "api_error"
+
+  def __init__(self, status: int, code: str, message: str) -> None:
+    super().__init__(f"{message} (HTTP {status}, {code})", status=status, code=code)
+    self.status = status
+    self.code = code
+    self.message = message
+    self.retriable = status in (429, 502, 503, 504)
+
+
+class BondConnectionError(BondAPIError):
+  """The REST API could not be reached at all."""
+
+  def __init__(self, url: str, err: Exception) -> None:
+    super().__init__(0, "unreachable", f"cannot reach the Bond API at {url} ({err}); is Bond up?")
+    self.retriable = True
+
+
+class StreamClosedError(BondError):
+  """The gateway ended a listen for good: bad `from`, wrong token, deleted stream."""
+
+  code = "stream_closed"
+
+  def __init__(self, stream_id: str, close_code: int, reason: str) -> None:
+    what = FINAL_CLOSE_CODES.get(close_code, "closed")
+    super().__init__(f"stream {stream_id}: {what} (WebSocket close {close_code}: {reason})")
+    self.stream_id = stream_id
+    self.close_code = close_code
+    self.reason = reason
+
+
+# ---------------------------------------------------------------------- requests
+
+
+def _create_body(sentence_or_spec: str | Mapping[str, Any]) -> dict[str, Any]:
+  if isinstance(sentence_or_spec, str):
+    return {"natural_language": sentence_or_spec}
+  body = dict(sentence_or_spec)
+  if "spec" in body or "natural_language" in body:
+    return body
+  return {"spec": body}
+
+
+def _answer(resp: httpx.Response) -> Any:
+  """Return the JSON body of a success, or raise BondAPIError with the API's error."""
+  if resp.is_success:
+    return resp.json() if resp.content else None
+  try:
+    err = resp.json()["error"]
+    code, message = str(err["code"]), str(err["message"])
+  except (ValueError, KeyError, TypeError):
+    code, message = "http_error", (resp.text[:200] or resp.reason_phrase)
+  raise BondAPIError(resp.status_code, code, message)
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+  return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _path(stream_id: str, tail: str = "") -> str:
+  if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", stream_id):
+    raise ValueError(f"{stream_id!r} is not a stream id")
+  return f"/v1/streams/{stream_id}{tail}"
+
+
+def socket_url(
+  ws_url: str, stream_id: str, token: str, from_: str | None, base: str | None = None
+) -> str:
+  """Return the WebSocket URL of a stream with this token and `from`."""
+  if base:
+    parts = urlsplit(base.rstrip("/") + f"/ws/{stream_id}")
+  else:
+    parts = urlsplit(ws_url)
+  query = {"token": token, **({"from": from_} if from_ else {})}
+  return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
+def token_expiry(info: Mapping[str, Any], now: float | None = None) -> float:
+  """Return when a token answer (`expires_at` or `expires_in_sec`) stops being valid."""
+  if isinstance(info.get("expires_at"), int | float):
+    return float(info["expires_at"])
+  ttl = info.get("expires_in_sec")
+  return (time.time() if now is None else now) + (
+    float(ttl) if isinstance(ttl, int | float) else 3600.0
+  )
+
+
+def backoff_sec(
+  failures: int, base: float = BACKOFF_BASE_SEC, cap: float = BACKOFF_MAX_SEC
+) -> float:
+  """Return the pause before reconnect number `failures` (1, 2, ...): exponential, jittered."""
+  return min(cap, base * 2 ** max(0, failures - 1)) * random.uniform(0.5, 1.0)
+
+
+def _iso(ms: int) -> str:
+  return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# ---------------------------------------------------------------------- clients
+
+
+class BondClient:
+  """The REST API and WebSocket gateway of one Bond deployment, for one project (API key)."""
+
+  def __init__(
+    self,
+    api_url: str = API_URL,
+    api_key: str | None = None,
+    ws_url: str | None = None,
+    *,
+    timeout_sec: float = 10.0,
+  ) -> None:
+    self.api_url = api_url.rstrip("/")
+    self.api_key = api_key
+    self.ws_url = ws_url
+    self.timeout_sec = timeout_sec
+    self.reconnects = 0
+    self.token_refreshes = 0
+    self._http: httpx.AsyncClient | None = None
+
+  async def _call(self, method: str, path: str, body: Any = None) -> Any:
+    if self._http is None:
+      self._http = httpx.AsyncClient(
+        base_url=self.api_url, headers=_headers(self.api_key), timeout=self.timeout_sec
+      )
+    try:
+      resp = await self._http.request(method, path, json=body)
+    except httpx.TransportError as err:
+      raise BondConnectionError(self.api_url, err) from err
+    return _answer(resp)
+
+  async def aclose(self) -> None:
+    """Close the HTTP connection pool; safe to call twice."""
+    http, self._http = self._http, None
+    if http is not None:
+      await http.aclose()
+
+  async def __aenter__(self) -> "BondClient":
+    return self
+
+  async def __aexit__(self, *exc: object) -> None:
+    await self.aclose()
+
+  def sync(self) -> "SyncBondClient":
+    """Return a blocking client with the same settings (a context manager)."""
+    return SyncBondClient(self.api_url, self.api_key, self.ws_url, timeout_sec=self.timeout_sec)
+
+  async def create_stream(self, sentence_or_spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """Create a stream from a sentence or a spec; return its id, token, ws_url and spec."""
+    return cast(
+      dict[str, Any], await self._call("POST", "/v1/streams", _create_body(sentence_or_spec))
+    )
+
+  async def list_streams(self) -> list[dict[str, Any]]:
+    """Return this project's streams, oldest first."""
+    return cast(list[dict[str, Any]], (await self._call("GET", "/v1/streams"))["streams"])
+
+  async def get_stream(self, stream_id: str) -> dict[str, Any]:
+    """Return one stream."""
+    return cast(dict[str, Any], await self._call("GET", _path(stream_id)))
+
+  async def delete_stream(self, stream_id: str) -> dict[str, Any]:
+    """Delete a stream (its listeners are closed with 4404)."""
+    return cast(dict[str, Any], await self._call("DELETE", _path(stream_id)))
+
+  async def refresh_token(self, stream_id: str) -> dict[str, Any]:
+    """Return a fresh token, ws_url and expiry for a stream."""
+    return cast(dict[str, Any], await self._call("POST", _path(stream_id, "/token")))
+
+  async def metrics(self, stream_id: str) -> dict[str, Any]:
+    """Return a stream's counters and latency percentiles."""
+    return cast(dict[str, Any], await self._call("GET", _path(stream_id, "/metrics")))
+
+  async def compile(self, sentence: str | Mapping[str, Any]) -> dict[str, Any]:
+    """Return the spec and stream id a sentence would create, creating nothing."""
+    return cast(dict[str, Any], await self._call("POST", "/v1/compile", _create_body(sentence)))
+
+  async def _open(self, target: str | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(target, str) and STREAM_ID_RE.fullmatch(target.strip()):
+      return await self.refresh_token(target.strip())
+    return await self.create_stream(target)
+
+  async def listen(
+    self, target: str | Mapping[str, Any], from_: str | None = None
+  ) -> AsyncIterator[BondEvent]:
+    """Yield a stream's events (a sentence, a spec or a stream id), reconnecting as needed."""
+    info = await self._open(target)
+    sid = str(info["stream_id"])
+    token, expires = str(info["token"]), token_expiry(info)
+    ttl = float(info.get("expires_in_sec") or 3600)
+    last: int | None = None
+    started_ms: int | None = None
+    failures = 0
+    must_refresh = False
+    while True:
+      if must_refresh or expires - time.time() < min(TOKEN_MARGIN_SEC, ttl / 10):
+        try:
+          info = await self._fresh(sid)
+          token, expires, must_refresh = str(info["token"]), token_expiry(info), False
+        except BondAPIError as err:
+          # A deleted stream or a refused key ends the listen; an API hiccup does not
+          # while the token in hand still works.
+          if not err.retriable:
+            raise
+          if must_refresh or time.time() >= expires:
+            failures += 1
+            await asyncio.sleep(backoff_sec(failures))
+            continue
+      # Resume after the last event; before any, from the first connect (or the caller's from).
+      start = str(last) if last is not None else from_ or (_iso(started_ms) if started_ms else None)
+      url = socket_url(str(info["ws_url"]), sid, token, start, self.ws_url)
+      code, reason = 1006, ""
+      try:
+        async with connect(url, open_timeout=10, compression=None, max_size=1 << 24) as ws:
+          started_ms = started_ms or int(time.time() * 1000)
+          async for raw in ws:
+            event = json.loads(raw)
+            seq = event.get("seq") if isinstance(event, dict) else None
+            if isinstance(seq, int):
+              if last is not None and seq <= last:
+                continue
+              last = seq
+            failures = 0
+            yield cast(BondEvent, event)
+          code, reason = ws.close_code or 1000, ws.close_reason or ""
+      except ConnectionClosed as closed:
+        if closed.rcvd is not None:
+          code, reason = closed.rcvd.code, closed.rcvd.reason
+      except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as err:
+        reason = str(err) or err.__class__.__name__
+      if code in FINAL_CLOSE_CODES:
+        raise StreamClosedError(sid, code, reason)
+      failures += 1
+      if code == 4401:
+        if failures > 3:
+          raise StreamClosedError(sid, code, reason)
+        must_refresh = True
+      delay = 0.0 if code == 4401 and failures == 1 else backoff_sec(failures)
+      log.info("bond: stream %s closed (%d %s); reconnecting in %.2fs", sid, code, reason, delay)
+      self.reconnects += 1
+      await asyncio.sleep(delay)
+
+  async def _fresh(self, sid: str) -> dict[str, Any]:
+    info = await self.refresh_token(sid)
+    self.token_refreshes += 1
+    return info
+
+
+class SyncBondClient:
+  """The blocking face of BondClient for scripts and the CLI: the same REST methods."""
+
+  def __init__(
+    self,
+    api_url: str = API_URL,
+    api_key: str | None = None,
+    ws_url: str | None = None,
+    *,
+    timeout_sec: float = 10.0,
+  ) -> None:
+    self.api_url = api_url.rstrip("/")
+    self.ws_url = ws_url
+    self._http = httpx.Client(base_url=self.api_url, headers=_headers(api_key), timeout=timeout_sec)
+
+  def _call(self, method: str, path: str, body: Any = None) -> Any:
+    try:
+      resp = self._http.request(method, path, json=body)
+    except httpx.TransportError as err:
+      raise BondConnectionError(self.api_url, err) from err
+    return _answer(resp)
+
+  def close(self) -> None:
+    """Close the HTTP connection pool."""
+    self._http.close()
+
+  def __enter__(self) -> "SyncBondClient":
+    return self
+
+  def __exit__(
+    self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+  ) -> None:
+    self.close()
+
+  def create_stream(self, sentence_or_spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """Create a stream from a sentence or a spec; return its id, token, ws_url and spec."""
+    return cast(dict[str, Any], self._call("POST", "/v1/streams", _create_body(sentence_or_spec)))
+
+  def list_streams(self) -> list[dict[str, Any]]:
+    """Return this project's streams, oldest first."""
+    return cast(list[dict[str, Any]], self._call("GET", "/v1/streams")["streams"])
+
+  def get_stream(self, stream_id: str) -> dict[str, Any]:
+    """Return one stream."""
+    return cast(dict[str, Any], self._call("GET", _path(stream_id)))
+
+  def delete_stream(self, stream_id: str) -> dict[str, Any]:
+    """Delete a stream (its listeners are closed with 4404)."""
+    return cast(dict[str, Any], self._call("DELETE", _path(stream_id)))
+
+  def refresh_token(self, stream_id: str) -> dict[str, Any]:
+    """Return a fresh token, ws_url and expiry for a stream."""
+    return cast(dict[str, Any], self._call("POST", _path(stream_id, "/token")))
+
+  def metrics(self, stream_id: str) -> dict[str, Any]:
+    """Return a stream's counters and latency percentiles."""
+    return cast(dict[str, Any], self._call("GET", _path(stream_id, "/metrics")))
+
+  def compile(self, sentence: str | Mapping[str, Any]) -> dict[str, Any]:
+    """Return the spec and stream id a sentence would create, creating nothing."""
+    return cast(dict[str, Any], self._call("POST", "/v1/compile", _create_body(sentence)))
+
+
+async def listen(
+  target: str | Mapping[str, Any],
+  from_: str | None = None,
+  api_url: str | None = None,
+  api_key: str | None = None,
+  ws_url: str | None = None,
+) -> AsyncIterator[BondEvent]:
+  """Yield a stream's events: `async for event in listen("BTC price every 5s")`."""
+  url = api_url or os.environ.get("BOND_API_URL", API_URL)
+  key = api_key or os.environ.get("BOND_API_KEY") or None
+  async with BondClient(url, key, ws_url) as client:
+    async for event in client.listen(target, from_=from_):
+      yield event
