@@ -125,11 +125,21 @@ class Fanout:
       entry.linger = loop.call_later(self._linger_sec, self._schedule_leave, stream_id)
 
   def forget(self, stream_id: str) -> None:
-    """Leave a stream's topic now (the stream was deleted)."""
-    entry = self._streams.get(stream_id)
-    if entry is not None:
-      entry.sinks.clear()
-      self._schedule_leave(stream_id)
+    """Leave a stream's topic at once: the stream was deleted and its topic is going away."""
+    entry = self._streams.pop(stream_id, None)
+    if entry is None or self._consumer is None:
+      return
+    if entry.linger is not None:
+      entry.linger.cancel()
+    # Without waiting for the poll in flight: a consumer still fetching a deleted topic
+    # asks for its metadata, and a broker that auto-creates topics would bring it back.
+    # Records that poll returns for the other streams may come again after the seek
+    # below; sinks keep only increasing seqs, so a repeat is never delivered twice.
+    with self._reassigning():
+      self._consumer.assign([e.tp for e in self._streams.values()])
+    if not self._streams:
+      self._assigned.clear()
+    log.info("fanout: left %s (stream deleted)", entry.tp.topic)
 
   def stats(self) -> dict[str, int]:
     """Return counters: consumers, assigned topics, sinks, records read and frames handed out."""

@@ -51,7 +51,7 @@ async def recv_seqs(ws, n: int, timeout_sec: float = 15) -> list[int]:
   return [json.loads(await asyncio.wait_for(ws.recv(), timeout_sec))["seq"] for _ in range(n)]
 
 
-async def test_close_codes_for_tokens_streams_and_from(gateway, streams):
+async def test_close_codes_for_tokens_streams_and_from(streams, gateway):
   sid, other = await streams.new(), await streams.new()
   token = sign(sid)
   expired = sign(sid, 60, now=time.time() - 3600)
@@ -85,7 +85,7 @@ def test_from_parsing():
 
 
 async def test_live_fanout_uses_one_consumer_and_counts_deliveries(
-  gateway, streams, infra, redis_client
+  streams, gateway, infra, redis_client
 ):
   sid = await streams.new()
   token = sign(sid)
@@ -117,7 +117,7 @@ async def _hget_is(redis_client, sid: str, field: str, want: int) -> bool:
   return int(await redis_client.hget(metrics_key(sid), field) or 0) == want
 
 
-async def test_deleting_a_stream_closes_its_sockets_with_4404(gateway, streams):
+async def test_deleting_a_stream_closes_its_sockets_with_4404(streams, gateway):
   sid = await streams.new()
   async with websockets.connect(gateway.url(sid, sign(sid))) as ws:
     await wait_until(lambda: gateway.gateway.fanout.listening(sid) == 1)
@@ -130,7 +130,7 @@ async def test_deleting_a_stream_closes_its_sockets_with_4404(gateway, streams):
 
 
 async def test_abusive_client_messages_close_only_that_socket(
-  gateway, streams, infra, redis_client
+  streams, gateway, infra, redis_client
 ):
   sid = await streams.new()
   token = sign(sid)
@@ -181,6 +181,9 @@ async def test_slow_client_is_closed_4408_while_a_fast_one_keeps_up(infra, strea
     assert got == writer.written
     assert server.gateway.dropped == 1 and server.gateway.open == 1
     assert max(delays) < 2.0, delays
+    print(
+      f"\nfast client: 10 x 200 kB windows per batch, max batch delay {max(delays) * 1000:.0f} ms"
+    )
     with pytest.raises(ConnectionClosed) as info:
       while True:
         await asyncio.wait_for(slow.recv(), 10)

@@ -55,11 +55,13 @@ class Platform:
     await asyncio.gather(self.gateway.start(), wait_until(lambda: self.server.started, 30))
 
   async def stop(self) -> None:
-    """Delete this project's streams and stop both servers."""
+    """Stop the gateway, delete this project's streams and stop the API."""
+    # The gateway goes first: a consumer still reading a topic as it is deleted would
+    # bring it back (the test broker auto-creates topics).
+    await self.gateway.stop()
     async with self.client() as client:
       for stream in await client.list_streams():
         await client.delete_stream(stream["stream_id"])
-    await self.gateway.stop()
     self.server.should_exit = True
     await asyncio.to_thread(self.thread.join, 15)
 
