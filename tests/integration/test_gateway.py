@@ -222,3 +222,23 @@ async def test_sigterm_on_the_uvicorn_process_closes_with_1001(infra, streams):
   finally:
     # uvicorn re-raises the signal it caught once it has shut down cleanly
     assert await proc.stop() in (0, -15)
+
+
+async def test_redis_down_refuses_replay_with_1013_but_live_works(infra, streams, redis_client):
+  sid = await streams.new()
+  server = await GatewayServer(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")).start()
+  writer = WindowWriter(infra["bootstrap"], redis_client, sid)
+  await writer.start()
+  try:
+    code, reason = await closed_with(server.url(sid, sign(sid), "now-60s"))
+    assert code == 1013 and "Redis" in reason
+    async with websockets.connect(server.url(sid, sign(sid))) as live:
+      await wait_until(lambda: server.gateway.fanout.listening(sid) == 1)
+      await writer.write([int(time.time()) * 1000], redis=False)
+      assert await recv_seqs(live, 1) == writer.written
+    async with httpx.AsyncClient() as http:
+      ready = await http.get(f"http://127.0.0.1:{server.port}/readyz")
+    assert ready.status_code == 503 and ready.json()["redis"] is False
+  finally:
+    await writer.stop()
+    await server.stop()

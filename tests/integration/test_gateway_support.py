@@ -122,7 +122,7 @@ class GatewayProcess:
   async def start(self) -> None:
     """Start uvicorn and wait for /readyz."""
     cmd = [
-      sys.executable, "-m", "uvicorn", "bond.gateway.ws:create_gateway_app", "--factory",
+      sys.executable, "-m", "uvicorn", "bond.gateway.app:gateway", "--factory",
       "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
     ]  # fmt: skip
     self.proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, env=self.env)
