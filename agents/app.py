@@ -25,6 +25,9 @@ app = faust.App(
   topic_allow_declare=True,
   consumer_auto_offset_reset="earliest",
   broker_commit_interval=1.0,
+  # A crashed worker leaves the group after this long, so its partitions move quickly.
+  broker_session_timeout=10.0,
+  broker_heartbeat_interval=2.0,
   stream_buffer_maxsize=65536,
   producer_linger_ms=2,
   producer_acks=-1,

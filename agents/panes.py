@@ -7,12 +7,12 @@ or heartbeat timestamp) passes its end; every closed pane, empty ones too, goes 
 `bond.panes` once for each stream that uses the feed.
 """
 
+import asyncio
 import json
 import logging
 import time
 from typing import Any
 
-import faust
 
 from bond.aggregate import feed_of_raw, pane_add, window_start
 from bond.agents.app import app, settings
@@ -86,7 +86,7 @@ def _make_agent(source: str, topic_name: str) -> None:
     default=None,
     partitions=RAW_TOPICS[source].partitions,
     use_partitioner=True,
-    schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+    key_type=bytes,  # raw keys: changelog partitions match the raw topic's
   )
 
   async def stage1(stream) -> None:  # type: ignore[no-untyped-def]
@@ -99,7 +99,7 @@ def _make_agent(source: str, topic_name: str) -> None:
         key = msg.key.decode() if isinstance(msg.key, bytes) else str(msg.key)
         st = dirty.get(key)
         if st is None:
-          st = table.get(key) or {"off": -1, "feeds": {}}
+          st = table.get(key.encode()) or {"off": -1, "feeds": {}}
           dirty[key] = st
         if msg.offset <= st["off"]:
           stats["replayed"] += 1
@@ -116,10 +116,10 @@ def _make_agent(source: str, topic_name: str) -> None:
       # The panes must be in Kafka before the state that says they were sent.
       futures = [await panes_topic.send(key=sid, value=value) for sid, value in sends]
       if futures:
-        await app.producer.flush()
+        await asyncio.gather(*futures)
       stats["panes_out"] += len(futures)
       for key, st in dirty.items():
-        table[key] = st
+        table[key.encode()] = st
 
   app.agent(topic, name=f"bond.stage1.{source}")(stage1)
 

@@ -16,6 +16,7 @@ async def start_registry() -> None:
 async def ready_page(web, request) -> Response:  # type: ignore[no-untyped-def]
   """Answer 200 once the registry is loaded and partitions are assigned."""
   assigned = bool(app.consumer.assignment()) if app.consumer else False
-  ok = state.ready.is_set() and assigned and not app.rebalancing
+  recovered = app.tables.recovery.completed.is_set() and not app.in_recovery
+  ok = state.ready.is_set() and assigned and recovered and not app.rebalancing
   body = {"ready": ok, "streams": len(state.streams), "assigned": assigned, "rebalancing": app.rebalancing}
   return web.json(body, status=200 if ok else 503)

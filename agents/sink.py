@@ -13,10 +13,12 @@ from collections import defaultdict, deque
 from typing import Any
 
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
 from redis.exceptions import RedisError, ResponseError
 
 from bond.agents.app import app, settings
 from bond.topics import stream_topic
+from bond.topics.admin import TopicAdmin
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ class Sink:
     self.lag_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=RESERVOIR))
     self.stats = {"emitted": 0, "redis_dupes": 0, "redis_errors": 0}
     self._redis: aioredis.Redis | None = None
+    self._topics: dict[str, str] = {}
+    self._producer: AIOKafkaProducer | None = None
+    self._admin: TopicAdmin | None = None
 
   def emit(self, sid: str, event: dict[str, Any], msgs_in: int, lag_ms: int) -> None:
     """Queue one window for Kafka and Redis (called without awaiting, from agents and timers)."""
@@ -57,7 +62,7 @@ class Sink:
     self.latency_ms[sid].extend(samples)
 
   def forget(self, sid: str) -> None:
-    for store in (self.counts, self.latency_ms, self.lag_ms):
+    for store in (self.counts, self.latency_ms, self.lag_ms, self._topics):
       store.pop(sid, None)
 
   @property
@@ -68,13 +73,33 @@ class Sink:
 
   async def drain(self) -> None:
     """Write queued windows to Kafka, then to Redis, in order."""
+    if self._producer is None:
+      # Its own producer: waiting for a new stream topic's metadata must not hold up the panes.
+      self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=1)
+      await self._producer.start()
     batch = [await self.queue.get()]
+    futures: list[asyncio.Future[Any]] = []
     while not self.queue.empty() and len(batch) < 500:
       batch.append(self.queue.get_nowait())
     for sid, event in batch:
       body = json.dumps(event, separators=(",", ":"))
-      await app.topic(stream_topic(sid).name, value_serializer="raw").send(key=sid.encode(), value=body.encode())
+      topic = self._topics.get(sid) or await self._stream_topic(sid)
+      futures.append(await self._producer_started().send(topic, body.encode(), key=sid.encode()))
+    await asyncio.gather(*futures)
     await self._to_redis(batch)
+
+  def _producer_started(self) -> AIOKafkaProducer:
+    assert self._producer is not None
+    return self._producer
+
+  async def _stream_topic(self, sid: str) -> Any:
+    """Return the stream's output topic, creating it when the API has not (yet)."""
+    if self._admin is None:
+      self._admin = TopicAdmin(settings.kafka_bootstrap)
+      await self._admin.start()
+    await self._admin.create_stream_topic(sid)
+    topic = self._topics[sid] = stream_topic(sid).name
+    return topic
 
   async def _to_redis(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
     min_id = int(time.time() * 1000) - settings.bond_ring_seconds * 1000

@@ -12,7 +12,6 @@ import logging
 import time
 from typing import Any
 
-import faust
 
 from bond.aggregate import compose_window, first_window_end, pane_merge
 from bond.agents.app import app, settings
@@ -24,6 +23,11 @@ log = logging.getLogger(__name__)
 
 LATENESS_MS = settings.bond_lateness_ms
 MAX_CATCH_UP = 720  # windows emitted per stream per pass when catching up after downtime
+# After partitions are (re)assigned, the worker first replays what it had not committed;
+# for this long only complete windows are emitted, so a restart does not emit windows
+# before the replayed events reach them.
+RECOVERY_GRACE_MS = max(3000, 2 * LATENESS_MS)
+_settled_since: list[int | None] = [None]
 
 panes_in = app.topic(PANES.name, key_type=str, value_serializer="raw", partitions=PANES.partitions)
 table = app.Table(
@@ -31,12 +35,18 @@ table = app.Table(
   default=None,
   partitions=PANES.partitions,
   use_partitioner=True,
-  schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+  key_type=bytes,  # raw keys: changelog partitions match bond.panes'
 )
 
 
 def _new_state(created_ms: int, size_ms: int) -> dict[str, Any]:
   return {"off": -1, "next": first_window_end(created_ms, size_ms), "prog": {}, "panes": {}}
+
+
+def _settled() -> bool:
+  """Return whether the registry is loaded and no rebalance or table recovery is under way."""
+  recovered = app.tables.recovery.completed.is_set()
+  return state.ready.is_set() and recovered and not app.rebalancing and not app.in_recovery
 
 
 def _owned(stream_id: str) -> bool:
@@ -73,7 +83,8 @@ def try_emit(sid: str, st: dict[str, Any], now_ms: int) -> bool:
   while emitted < MAX_CATCH_UP:
     end = st["next"]
     complete = all(st["prog"].get(f.id, 0) >= end for f in feeds)
-    if not complete and now_ms < end + LATENESS_MS:
+    recovering = _settled_since[0] is None or now_ms < _settled_since[0] + RECOVERY_GRACE_MS
+    if not complete and (now_ms < end + LATENESS_MS or recovering):
       break
     start = end - size_ms
     window: dict[str, dict[str, Any]] = {}
@@ -109,7 +120,7 @@ async def stage2(stream) -> None:  # type: ignore[no-untyped-def]
         continue  # deleted stream: its panes are dropped
       record = entry[0]
       size_ms = record.spec.interval_sec * 1000
-      st = dirty.get(sid) or table.get(sid) or _new_state(record.created_at_ms, size_ms)
+      st = dirty.get(sid) or table.get(sid.encode()) or _new_state(record.created_at_ms, size_ms)
       dirty[sid] = st
       if msg.offset <= st["off"]:
         continue  # already applied before a restart
@@ -121,33 +132,36 @@ async def stage2(stream) -> None:  # type: ignore[no-untyped-def]
     now_ms = int(time.time() * 1000)
     for sid, st in dirty.items():
       try_emit(sid, st, now_ms)
-      table[sid] = st
+      table[sid.encode()] = st
 
 
 @app.timer(0.02)
 async def deadline_timer() -> None:
   """Emit windows whose lateness has run out, for quiet or dead feeds."""
-  if not state.ready.is_set() or app.rebalancing:
-    return
   now_ms = int(time.time() * 1000)
+  if not _settled():
+    _settled_since[0] = None
+    return
+  if _settled_since[0] is None:
+    _settled_since[0] = now_ms
   for sid, (record, _feeds) in list(state.streams.items()):
     if not _owned(sid):
       continue
-    st = table.get(sid)
+    st = table.get(sid.encode())
     fresh = st is None
     if st is None:
       st = _new_state(record.created_at_ms, record.spec.interval_sec * 1000)
     if now_ms < st["next"] + LATENESS_MS and not fresh:
       continue
     if try_emit(sid, st, now_ms) or fresh:
-      table[sid] = st
+      table[sid.encode()] = st
 
 
 @app.timer(1.0)
 async def forget_deleted() -> None:
   """Drop the state of deleted streams this worker owns."""
-  if not state.ready.is_set() or app.rebalancing:
+  if not _settled():
     return
-  for sid in [k for k in list(table.keys()) if k not in state.streams and _owned(k)]:
-    del table[sid]
-    sink.forget(sid)
+  for key in [k for k in list(table.keys()) if k.decode() not in state.streams and _owned(k.decode())]:
+    del table[key]
+    sink.forget(key.decode())
