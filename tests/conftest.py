@@ -110,6 +110,22 @@ class WorkerProcess:
       time.sleep(0.3)
     raise RuntimeError(f"worker not ready in {timeout_sec}s: {self.log_path.read_text()[-2000:]}")
 
+  def wait_ready(self, timeout_sec: float = 60.0) -> None:
+    """Wait until the worker is ready again (after a rebalance, recovery included)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_sec
+    while time.monotonic() < deadline:
+      try:
+        if httpx.get(f"http://127.0.0.1:{self.web_port}/bond/ready", timeout=1).status_code == 200:
+          return
+      except httpx.HTTPError:
+        pass
+      time.sleep(0.2)
+    raise RuntimeError(f"worker not ready again in {timeout_sec}s")
+
   def kill(self) -> None:
     """Kill -9 the worker (a crash, not a shutdown)."""
     import signal

@@ -1,6 +1,7 @@
 """Windows over live traffic: crash recovery, two workers, lateness, late events, deletion."""
 
 import asyncio
+import os
 import json
 import random
 import time
@@ -123,9 +124,10 @@ async def test_two_workers_give_the_same_output_as_one(deployment, worker_factor
   ex = "twoex"
   sids = [await deployment.create({"sources": ["ccxt"], "symbols": [s], "interval_sec": 1, "exchanges": [ex]},
                                   created_ms=now) for s in symbols]  # fmt: skip
-  worker_factory().start()
-  worker_factory().start()
-  await asyncio.sleep(2)  # let the second worker's rebalance settle
+  workers = [worker_factory().start() for _ in range(int(os.environ.get("BOND_TEST_WORKERS", "2")))]
+  await asyncio.sleep(1)
+  for w in workers:  # the second worker's arrival rebalances the first: wait for both
+    w.wait_ready()
   w0 = -(-int(time.time() * 1000) // 1000) * 1000 + 3000
   for i, sym in enumerate(symbols):
     for k in range(5):
