@@ -59,7 +59,7 @@ def make_connector(feed: Feed) -> Any:
   if feed.source == "onchain":
     from bond.connectors.geyser import GeyserFeed
 
-    return GeyserFeed(settings=settings, heartbeat_sec=HEARTBEAT_SEC)
+    return GeyserFeed(settings=settings, event_types=sorted(params["event_types"]), heartbeat_sec=HEARTBEAT_SEC)
   from bond.connectors.custom_ws import CustomWsFeed
 
   return CustomWsFeed(params["custom"], heartbeat_sec=HEARTBEAT_SEC)
@@ -98,6 +98,9 @@ class FeedRunner:
   async def _start(self, feed: Feed) -> None:
     try:
       connector = make_connector(feed)
+      if getattr(connector, "mode", None) == "mock":
+        # A local generator stamps events with the current time: nothing older can follow.
+        connector.heartbeat_sec, connector.heartbeat_lag_ms = 0.05, 0
       await connector.start()
     except (ImportError, ValueError, OSError) as err:
       self.stats["errors"] += 1

@@ -214,8 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   """Run the `bond` command."""
+  import logging
+
   parser = build_parser()
   args = parser.parse_args(argv)
+  # Readiness probes expect refused connections while parts start; keep them off the screen.
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
   if not getattr(args, "func", None):
     parser.print_help()
     return 0

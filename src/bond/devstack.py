@@ -339,7 +339,8 @@ class DevStack:
       Part(
         "gateway",
         [py, "-m", "uvicorn", "bond.gateway.app:gateway", "--factory", "--host", "127.0.0.1",
-         "--port", str(self.ws_port), "--no-access-log", "--ws-ping-interval", "20"],
+         "--port", str(self.ws_port), "--no-access-log", "--ws-ping-interval", "20",
+         "--ws-per-message-deflate", "false"],
         lambda: http_ok(f"http://127.0.0.1:{self.ws_port}/healthz"),
         ports=[self.ws_port],
       ),
