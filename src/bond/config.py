@@ -37,6 +37,7 @@ class Settings(BaseSettings):
   bond_poll_sec: float = Field(5.0, gt=0)
   bond_api_keys: str = ""
   bond_ws_queue: int = Field(256, ge=1)
+  bond_sim_host: str = "127.0.0.1"
   bond_sim_port: int = 8765
   bond_sim_trades_per_sec: float = Field(20.0, ge=0)
   bond_x_rate: float = Field(2.0, ge=0)

@@ -29,8 +29,8 @@ def sim_base_url(settings: Settings | None = None, base_url: str | None = None) 
   """Return the sim exchange's `http://host:port` from an explicit URL or BOND_SIM_PORT."""
   if base_url:
     return base_url.rstrip("/")
-  port = (settings or get_settings()).bond_sim_port
-  return f"http://127.0.0.1:{port}"
+  settings = settings or get_settings()
+  return f"http://{settings.bond_sim_host}:{settings.bond_sim_port}"
 
 
 def _sim_urls(client: Any, base_url: str) -> None:
