@@ -27,6 +27,9 @@ MAX_CATCH_UP = 720  # windows emitted per stream per pass when catching up after
 # for this long only complete windows are emitted, so a restart does not emit windows
 # before the replayed events reach them.
 RECOVERY_GRACE_MS = max(3000, 2 * LATENESS_MS)
+# A feed whose panes keep arriving is alive, only behind: its windows wait for it (up to
+# this long) instead of going out incomplete. A feed silent for the lateness is dead.
+MAX_WAIT_MS = 30_000
 _settled_since: list[int | None] = [None]
 
 panes_in = app.topic(PANES.name, key_type=str, value_serializer="raw", partitions=PANES.partitions)
@@ -57,6 +60,7 @@ def _owned(stream_id: str) -> bool:
 def _apply_pane(sid: str, st: dict[str, Any], pane: dict[str, Any], size_ms: int) -> None:
   feed_id = pane["f"]
   st["prog"][feed_id] = max(st["prog"].get(feed_id, 0), pane["p"])
+  st.setdefault("seen", {})[feed_id] = int(time.time() * 1000)
   agg = pane["a"]
   if not agg:
     return
@@ -71,6 +75,20 @@ def _apply_pane(sid: str, st: dict[str, Any], pane: dict[str, Any], size_ms: int
   pane_merge(into, agg)
 
 
+def _due(st: dict[str, Any], behind: list[str], end: int, now_ms: int) -> bool:
+  """Return whether a window still missing feeds `behind` must go out now, incomplete."""
+  if now_ms < end + LATENESS_MS:
+    return False
+  if _settled_since[0] is None or now_ms < _settled_since[0] + RECOVERY_GRACE_MS:
+    return False  # just (re)started: the replay of what was not committed comes first
+  if now_ms >= end + MAX_WAIT_MS:
+    return True
+  seen = st.get("seen", {})
+  # Alive feeds (a pane arrived within the lateness) are waited for; silent ones are not.
+  since = max(_settled_since[0], end)
+  return all(now_ms - max(seen.get(fid, 0), since) >= LATENESS_MS for fid in behind)
+
+
 def try_emit(sid: str, st: dict[str, Any], now_ms: int) -> bool:
   """Emit every window of the stream that is complete or due; return whether any was."""
   entry = state.streams.get(sid)
@@ -82,9 +100,8 @@ def try_emit(sid: str, st: dict[str, Any], now_ms: int) -> bool:
   emitted = 0
   while emitted < MAX_CATCH_UP:
     end = st["next"]
-    complete = all(st["prog"].get(f.id, 0) >= end for f in feeds)
-    recovering = _settled_since[0] is None or now_ms < _settled_since[0] + RECOVERY_GRACE_MS
-    if not complete and (now_ms < end + LATENESS_MS or recovering):
+    behind = [f.id for f in feeds if st["prog"].get(f.id, 0) < end]
+    if behind and not _due(st, behind, end, now_ms):
       break
     start = end - size_ms
     window: dict[str, dict[str, Any]] = {}
