@@ -1,0 +1,1 @@
+"""Bond's benchmarks (`python -m bench.<name> [--quick]`); results go to bench/results/."""
