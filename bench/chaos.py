@@ -546,8 +546,14 @@ async def verdict(
     rows.setdefault(phase, Counter())["trades_not_ingested"] += n
   for sid, info in run.streams.items():
     if any(s["type"] == "ccxt" for s in info["spec"]["sources"]):
+      size = int(info["spec"]["interval_sec"]) * 1000
       for seq, event in kafka[sid]["first"].items():
-        rows[check.phase_of(seq, phases)]["trades_in_windows"] += event.get("trades") or 0
+        phase = check.phase_of(seq, phases)
+        rows[phase]["trades_in_windows"] += event.get("trades") or 0
+        sim_down = any(f["key"] == "sim_flap" and f["t_fault"] <= seq and seq - size <= f["t_restore"] + 2000
+                       for f in run.faults)  # fmt: skip
+        if not event.get("trades") and not sim_down and seq > min(kafka[sid]["first"]):
+          rows[phase]["empty"] += 1
   # Recovery: from the end of each fault until every client got every window it had waited for.
   bounds = [start for _n, start in phases[1:]] + [t_stop]
   for fault in run.faults:
@@ -583,7 +589,7 @@ async def verdict(
 
 def table(result: dict[str, Any]) -> str:
   """Return the fault x (lost, duplicated, recovery) table as text."""
-  head = f"{'fault':<32} {'lost':>5} {'dup':>5} {'outage_s':>9} {'recovery_s':>11} {'max_late_s':>11} {'mismatch':>9} {'raw_mism':>9} {'not_ingst':>9}"
+  head = f"{'fault':<32} {'lost':>5} {'dup':>5} {'outage_s':>9} {'recovery_s':>11} {'max_late_s':>11} {'mismatch':>9} {'raw_mism':>9} {'not_ingst':>9} {'empty':>6}"
   lines = [head, "-" * len(head)]
   for row in result["table"]:
     rec = "-" if row["recovery_s"] is None else f"{row['recovery_s']:.1f}"
@@ -591,7 +597,7 @@ def table(result: dict[str, Any]) -> str:
       rec = "NOT RECOV"
     out = "-" if row["outage_s"] is None else f"{row['outage_s']:.1f}"
     lines.append(f"{row['fault']:<32} {row['lost']:>5} {row['dup']:>5} {out:>9} {rec:>11} {row['max_lateness_s']:>11.1f} "
-                 f"{row['mismatch']:>9} {row['raw_mismatch']:>9} {row['trades_not_ingested']:>9}")  # fmt: skip
+                 f"{row['mismatch']:>9} {row['raw_mismatch']:>9} {row['trades_not_ingested']:>9} {row['empty']:>6}")  # fmt: skip
   return "\n".join(lines)
 
 
@@ -600,6 +606,7 @@ def table(result: dict[str, Any]) -> str:
 
 async def run_chaos(cfg: Config, home: Path, results_path: Path | None = None) -> dict[str, Any]:
   """Run the whole soak-and-chaos scenario and return the result (also written to results_path)."""
+  logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # readiness probes of a stopped broker
   shutil.rmtree(home, ignore_errors=True)
   home.mkdir(parents=True)  # noqa: ASYNC240
   stack, env = make_stack(home)
@@ -665,7 +672,7 @@ async def run_chaos(cfg: Config, home: Path, results_path: Path | None = None) -
         "not_recovered": bool(fault and fault["recovered_sec"] is None),
         "max_lateness_s": r.get("max_lateness_s", 0.0), "mismatch": r.get("mismatch", 0),
         "not_in_kafka": r.get("not_in_kafka", 0), "raw_mismatch": r.get("raw_mismatch", 0),
-        "trades_in_windows": r.get("trades_in_windows", 0), "trades_not_ingested": r.get("trades_not_ingested", 0),
+        "trades_in_windows": r.get("trades_in_windows", 0), "empty": r.get("empty", 0), "trades_not_ingested": r.get("trades_not_ingested", 0),
       })  # fmt: skip
     result.update(checked)
     result["table"] = rows
@@ -679,6 +686,11 @@ async def run_chaos(cfg: Config, home: Path, results_path: Path | None = None) -
     if checked["kafka_resent_differing"]:
       run.problems.append(
         f"windows re-sent to Kafka with different values: {checked['kafka_resent_differing']}"
+      )
+    empty = {r["fault"]: r["empty"] for r in rows if r["empty"]}
+    if empty:
+      run.problems.append(
+        f"windows of trade streams without any trade while the sim exchange was trading, by fault: {empty}"
       )
     missed = {r["fault"]: r["trades_not_ingested"] for r in rows if r["trades_not_ingested"]}
     if missed:
@@ -726,7 +738,8 @@ def report(result: dict[str, Any]) -> None:
     f"the fault until every client had every window it waited for (none later than {ON_TIME_MS / 1000:.1f}s after its end);\n"
     "max_late_s: worst delivery delay of a window ending in the phase; mismatch: events unlike the stream's\n"
     "Kafka copy; raw_mism: sampled windows whose trades/volume differ from bond.raw.ccxt; not_ingst: sim\n"
-    "trades that never reached bond.raw.ccxt (gaps in trade ids)."
+    "trades that never reached bond.raw.ccxt (gaps in trade ids); empty: windows of trade streams with no\n"
+    "trade while the sim exchange was up (at 20 trades/s per symbol there is always one)."
   )
   print()
   raw = result.get("raw", {})
@@ -757,7 +770,6 @@ def main() -> None:
   )
   args = parser.parse_args()
   logging.basicConfig(level=logging.WARNING)
-  logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # readiness probes of a stopped broker
   cfg = SHORT if args.short else FULL
   home = Path(args.home) if args.home else (
     Path(tempfile.mkdtemp(prefix="bond-chaos-")) if args.short else ROOT / ".bond" / "chaos")  # fmt: skip

@@ -229,7 +229,9 @@ def raw_duplicates(
   """Return, per feed, how many trades appear more than once in the raw topic (same trade id)."""
   out: dict[str, int] = {}
   for (ex, sym), rows in trades.items():
-    ids = Counter(tid for _ts, _a, tid in rows if tid is not None)
+    # The same id with another time is another trade (the sim numbers trades from 1 again
+    # after a restart); the same id, time and amount twice is one trade published twice.
+    ids = Counter((tid, ts, a) for ts, a, tid in rows if tid is not None)
     extra = sum(c - 1 for c in ids.values() if c > 1)
     if extra:
       out[f"{ex}|{sym}"] = extra
