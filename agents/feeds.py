@@ -13,9 +13,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from bond.aggregate import Feed
 from bond.agents.app import app, settings
+from bond.agents.panes import reader, settled
 from bond.agents.state import partition_for, state
+from bond.aggregate import Feed
 from bond.schemas import CcxtSource, CustomSource, OnchainSource
 from bond.topics import RAW_TOPICS
 
@@ -35,7 +36,9 @@ def _source_params(feed: Feed) -> dict[str, Any]:
         params["liquidations"] |= src.liquidations
       elif isinstance(src, OnchainSource) and feed.source == "onchain":
         params["event_types"] |= set(src.event_types)
-      elif isinstance(src, CustomSource) and feed.source == "custom" and src.source_id == feed.exchange:
+      elif (
+        isinstance(src, CustomSource) and feed.source == "custom" and src.source_id == feed.exchange
+      ):
         params["custom"] = src
   return params
 
@@ -59,7 +62,9 @@ def make_connector(feed: Feed) -> Any:
   if feed.source == "onchain":
     from bond.connectors.geyser import GeyserFeed
 
-    return GeyserFeed(settings=settings, event_types=sorted(params["event_types"]), heartbeat_sec=HEARTBEAT_SEC)
+    return GeyserFeed(
+      settings=settings, event_types=sorted(params["event_types"]), heartbeat_sec=HEARTBEAT_SEC
+    )
   from bond.connectors.custom_ws import CustomWsFeed
 
   return CustomWsFeed(params["custom"], heartbeat_sec=HEARTBEAT_SEC)
@@ -81,14 +86,15 @@ class FeedRunner:
       await self.producer.start()
     return self.producer
 
-  def owned(self, feed: Feed) -> bool:
-    topic = RAW_TOPICS[feed.source]
-    part = partition_for(feed.raw_key, topic.partitions)
-    return any(tp.topic == topic.name and tp.partition == part for tp in app.assignor.assigned_actives())
-
   async def reconcile(self) -> None:
     """Start the feeds this worker should run and stop the others."""
-    wanted = {fid: f for fid, f in state.all_feeds().items() if self.owned(f)}
+    owned = {(tp.topic, tp.partition) for tp in reader.wanted()}
+
+    def mine(feed: Feed) -> bool:
+      topic = RAW_TOPICS[feed.source]
+      return (topic.name, partition_for(feed.raw_key, topic.partitions)) in owned
+
+    wanted = {fid: f for fid, f in state.all_feeds().items() if mine(f)}
     for fid in [f for f in self.running if f not in wanted]:
       await self._stop(fid)
     for fid, feed in wanted.items():
@@ -150,6 +156,5 @@ runner = FeedRunner()
 @app.timer(1.0)
 async def reconcile_feeds() -> None:
   """Keep exactly the owned feeds running (streams come and go, partitions move)."""
-  if ENABLED and state.ready.is_set() and not app.rebalancing:
+  if ENABLED and settled():
     await runner.reconcile()
-

@@ -13,10 +13,11 @@ import logging
 import time
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bond.aggregate import feed_of_raw, pane_add, window_start
 from bond.agents.app import app, settings
-from bond.agents.state import state
+from bond.agents.state import partition_for, state
+from bond.aggregate import feed_of_raw, pane_add, window_start
 from bond.topics import PANES, RAW_TOPICS
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,9 @@ PANE_MS = settings.bond_pane_ms
 MAX_EMPTY_PANES = 3600  # after a long silence, jump ahead rather than emit hours of empty panes
 LAT_SAMPLES = 8
 
-panes_topic = app.topic(PANES.name, key_type=str, value_serializer="raw", partitions=PANES.partitions)
+panes_topic = app.topic(
+  PANES.name, key_type=str, value_serializer="raw", partitions=PANES.partitions
+)
 stats: dict[str, int] = {"events": 0, "late": 0, "replayed": 0, "panes_out": 0}
 late_by_feed: dict[str, int] = {}
 
@@ -54,24 +57,33 @@ def _apply(source: str, st: dict[str, Any], key: str, raw: dict[str, Any], now_m
   fs["p"] = max(fs["p"], ts)
 
 
-def _close(st: dict[str, Any]) -> list[tuple[str, bytes]]:
+def _close(st: dict[str, Any]) -> list[tuple[int, bytes]]:
   """Close every pane whose feed progressed past its end; return (stream_id, record) pairs."""
-  out: list[tuple[str, bytes]] = []
+  out: list[tuple[int, bytes]] = []
   for feed_id, fs in st["feeds"].items():
     upto = window_start(fs["p"], PANE_MS)  # panes ending at or before progress are complete
     if upto <= fs["c"]:
       continue
-    streams = state.by_feed.get(feed_id)
+    groups = state.feed_partitions(feed_id, PANES.partitions)
     start = fs["c"]
     if (upto - start) // PANE_MS > MAX_EMPTY_PANES:
       start = max(start, upto - MAX_EMPTY_PANES * PANE_MS)
     panes = fs["panes"]
     while start < upto:
       pane = panes.pop(str(start), None)
-      if streams:
-        body = {"f": feed_id, "s": start, "e": start + PANE_MS, "p": upto, "a": pane or {}}
-        value = json.dumps(body, separators=(",", ":")).encode()
-        out += [(sid, value) for sid in streams]
+      # One record per bond.panes partition, naming the streams of that partition that use
+      # the feed: stage 2 then reads one record per pane, not one per stream.
+      # Progress is this pane's own end: a later pane of the same batch may not have arrived yet.
+      for part, sids in groups.items():
+        body = {
+          "f": feed_id,
+          "s": start,
+          "e": start + PANE_MS,
+          "p": start + PANE_MS,
+          "a": pane or {},
+          "sids": sids,
+        }
+        out.append((part, json.dumps(body, separators=(",", ":")).encode()))
       start += PANE_MS
     for stale in [k for k in panes if int(k) < upto]:
       panes.pop(stale)
@@ -79,50 +91,154 @@ def _close(st: dict[str, Any]) -> list[tuple[str, bytes]]:
   return out
 
 
-def _make_agent(source: str, topic_name: str) -> None:
-  topic = app.topic(topic_name, key_type=str, value_serializer="raw")
-  table = app.Table(
+TABLES = {
+  source: app.Table(
     f"panes-{source}",
     default=None,
-    partitions=RAW_TOPICS[source].partitions,
+    partitions=spec.partitions,
     use_partitioner=True,
-    key_type=bytes,  # raw keys: changelog partitions match the raw topic's
+    key_type=bytes,  # raw keys: a key's changelog partition is its raw partition
   )
+  for source, spec in RAW_TOPICS.items()
+}
 
-  async def stage1(stream) -> None:  # type: ignore[no-untyped-def]
+
+def position_key(source: str, partition: int) -> bytes:
+  """Return a table key that lands in `partition`, holding that raw partition's read position."""
+  for n in range(10_000):
+    key = f"\x00pos:{source}:{partition}:{n}"
+    if partition_for(key, RAW_TOPICS[source].partitions) == partition:
+      return key.encode()
+  raise AssertionError("no position key found")  # cannot happen: murmur2 spreads keys evenly
+
+
+class RawReader:
+  """Reads the raw topics for stage 1, following the Faust assignment of the pane tables.
+
+  Faust's per-message machinery costs more than the aggregation itself, so the raw
+  topics are read in large batches by one plain consumer. A raw partition is read by
+  the worker whose pane-table changelog partition of the same number is active, so
+  state and input move together on a rebalance. Each partition's position is stored in
+  the table after the key states of the batch, in the same changelog partition (the key
+  is chosen to hash there), so a recovered position never runs ahead of the state.
+  """
+
+  def __init__(self) -> None:
+    self.consumer: AIOKafkaConsumer | None = None
+    self.assigned: set[TopicPartition] = set()
+    self.sources = {spec.name: source for source, spec in RAW_TOPICS.items()}
+    self.pos_keys = {
+      (source, p): position_key(source, p)
+      for source, spec in RAW_TOPICS.items()
+      for p in range(spec.partitions)
+    }
+
+  def wanted(self) -> set[TopicPartition]:
+    """Return the raw partitions this worker owns now."""
+    actives = app.assignor.assigned_actives()
+    out = set()
+    for source, table in TABLES.items():
+      changelog = table.changelog_topic.get_topic_name()
+      for tp in actives:
+        if tp.topic == changelog:
+          out.add(TopicPartition(RAW_TOPICS[source].name, tp.partition))
+    return out
+
+  async def _reassign(self, wanted: set[TopicPartition]) -> None:
+    assert self.consumer is not None
+    self.consumer.assign(sorted(wanted))
+    for tp in wanted:
+      record = TABLES[self.sources[tp.topic]].get(
+        self.pos_keys[(self.sources[tp.topic], tp.partition)]
+      )
+      if record is None:
+        await self.consumer.seek_to_beginning(tp)
+      else:
+        self.consumer.seek(tp, record["pos"] + 1)
+    log.info("stage 1 reads %s", sorted(f"{tp.topic}:{tp.partition}" for tp in wanted))
+    self.assigned = wanted
+
+  async def run(self) -> None:
+    """Read, aggregate and close panes forever."""
     await state.ready.wait()
-    async for batch in stream.take_events(2000, within=0.005):
-      now_ms = int(time.time() * 1000)
-      dirty: dict[str, dict[str, Any]] = {}
-      for event in batch:
-        msg = event.message
-        key = msg.key.decode() if isinstance(msg.key, bytes) else str(msg.key)
-        st = dirty.get(key)
-        if st is None:
-          st = table.get(key.encode()) or {"off": -1, "feeds": {}}
-          dirty[key] = st
-        if msg.offset <= st["off"]:
-          stats["replayed"] += 1
+    self.consumer = AIOKafkaConsumer(
+      bootstrap_servers=settings.kafka_bootstrap,
+      enable_auto_commit=False,
+      auto_offset_reset="earliest",
+      max_partition_fetch_bytes=4 * 1024 * 1024,
+      fetch_max_wait_ms=5,
+    )
+    await self.consumer.start()
+    try:
+      while True:
+        if not settled():
+          if self.assigned:
+            self.consumer.assign([])
+            self.assigned = set()
+          await asyncio.sleep(0.05)
           continue
-        st["off"] = msg.offset
-        try:
-          raw = json.loads(msg.value)
-          _apply(source, st, key, raw, now_ms)
-        except (ValueError, KeyError, TypeError) as err:
-          log.warning("%s: skipping malformed record at offset %d: %s", topic_name, msg.offset, err)
-      sends = []
-      for key, st in dirty.items():
-        sends += _close(st)
-      # The panes must be in Kafka before the state that says they were sent.
-      futures = [await panes_topic.send(key=sid, value=value) for sid, value in sends]
-      if futures:
-        await asyncio.gather(*futures)
-      stats["panes_out"] += len(futures)
-      for key, st in dirty.items():
-        table[key.encode()] = st
+        wanted = self.wanted()
+        if wanted != self.assigned:
+          await self._reassign(wanted)
+        if not self.assigned:
+          await asyncio.sleep(0.1)
+          continue
+        batches = await self.consumer.getmany(timeout_ms=20, max_records=20_000)
+        for tp, records in batches.items():
+          await self._process(self.sources[tp.topic], tp.partition, records)
+    finally:
+      await self.consumer.stop()
 
-  app.agent(topic, name=f"bond.stage1.{source}")(stage1)
+  async def _process(self, source: str, partition: int, records: list[Any]) -> None:
+    table = TABLES[source]
+    now_ms = int(time.time() * 1000)
+    stats["first_batch_ms"] = stats.get("first_batch_ms") or now_ms
+    started = time.perf_counter()
+    dirty: dict[str, dict[str, Any]] = {}
+    for msg in records:
+      key = msg.key.decode() if msg.key is not None else ""
+      st = dirty.get(key)
+      if st is None:
+        st = dirty[key] = table.get(key.encode()) or {"off": -1, "feeds": {}}
+      if msg.offset <= st["off"]:
+        stats["replayed"] += 1  # already in the state recovered after a crash
+        continue
+      st["off"] = msg.offset
+      try:
+        _apply(source, st, key, json.loads(msg.value), now_ms)
+      except (ValueError, KeyError, TypeError) as err:
+        log.warning("%s: skipping malformed record at offset %d: %s", msg.topic, msg.offset, err)
+    sends = []
+    for st in dirty.values():
+      sends += _close(st)
+    # The panes must be in Kafka before the state that says they were sent.
+    futures = [
+      await panes_topic.send(key=b"p%d" % part, value=value, partition=part)
+      for part, value in sends
+    ]
+    busy = time.perf_counter() - started
+    if futures:
+      await asyncio.gather(*futures)
+    stats["panes_out"] += len(futures)
+    started = time.perf_counter()
+    for key, st in dirty.items():
+      table[key.encode()] = st
+    table[self.pos_keys[(source, partition)]] = {"pos": records[-1].offset}
+    stats["last_batch_ms"] = int(time.time() * 1000)
+    busy += time.perf_counter() - started  # waiting for the pane acks is not stage 1's work
+    stats["busy_us"] = stats.get("busy_us", 0) + int(busy * 1e6)
 
 
-for _source, _spec in RAW_TOPICS.items():
-  _make_agent(_source, _spec.name)
+def settled() -> bool:
+  """Return whether the registry is loaded and no rebalance or table recovery is under way."""
+  recovered = app.tables.recovery.completed.is_set()
+  return state.ready.is_set() and recovered and not app.rebalancing and not app.in_recovery
+
+
+reader = RawReader()
+
+
+@app.task
+async def stage1() -> None:
+  """Run stage 1 for the raw partitions this worker owns."""
+  await reader.run()

@@ -18,5 +18,26 @@ async def ready_page(web, request) -> Response:  # type: ignore[no-untyped-def]
   assigned = bool(app.consumer.assignment()) if app.consumer else False
   recovered = app.tables.recovery.completed.is_set() and not app.in_recovery
   ok = state.ready.is_set() and assigned and recovered and not app.rebalancing
-  body = {"ready": ok, "streams": len(state.streams), "assigned": assigned, "rebalancing": app.rebalancing}
+  body = {
+    "ready": ok,
+    "streams": len(state.streams),
+    "assigned": assigned,
+    "rebalancing": app.rebalancing,
+  }
   return web.json(body, status=200 if ok else 503)
+
+
+@app.page("/bond/stats")
+async def stats_page(web, request) -> Response:  # type: ignore[no-untyped-def]
+  """Answer the worker's counters: stage 1, sink, feeds."""
+  from bond.agents.feeds import runner
+  from bond.agents.panes import reader, stats
+  from bond.agents.sink import sink
+
+  body = {
+    "stage1": stats,
+    "raw_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in reader.assigned),
+    "sink": sink.stats,
+    "feeds": {"running": sorted(runner.running), **runner.stats},
+  }
+  return web.json(body)

@@ -7,6 +7,7 @@ refused by Redis rather than stored twice; the gateway also sends only increasin
 import asyncio
 import json
 import logging
+import math
 import random
 import time
 from collections import defaultdict, deque
@@ -30,7 +31,7 @@ def percentile(values: list[float], q: float) -> float | None:
   if not values:
     return None
   ordered = sorted(values)
-  return float(ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))])
+  return float(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))])
 
 
 class Sink:
@@ -68,14 +69,18 @@ class Sink:
   @property
   def redis(self) -> aioredis.Redis:
     if self._redis is None:
-      self._redis = aioredis.from_url(settings.redis_url, socket_timeout=5, health_check_interval=10)
+      self._redis = aioredis.from_url(
+        settings.redis_url, socket_timeout=5, health_check_interval=10
+      )
     return self._redis
 
   async def drain(self) -> None:
     """Write queued windows to Kafka, then to Redis, in order."""
     if self._producer is None:
       # Its own producer: waiting for a new stream topic's metadata must not hold up the panes.
-      self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=1)
+      self._producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=1
+      )
       await self._producer.start()
     batch = [await self.queue.get()]
     futures: list[asyncio.Future[Any]] = []
@@ -138,7 +143,10 @@ class Sink:
         continue
       lat = list(self.latency_ms.get(sid, ()))
       lag = list(self.lag_ms.get(sid, ()))
-      fields: dict[str, float | int] = {"latency_samples": len(lat), "updated_ms": int(time.time() * 1000)}
+      fields: dict[str, float | int] = {
+        "latency_samples": len(lat),
+        "updated_ms": int(time.time() * 1000),
+      }
       for name, values in (("latency", lat), ("emit_lag", lag)):
         for q in (50, 95, 99):
           value = percentile(values, q / 100)

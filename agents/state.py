@@ -23,8 +23,10 @@ class WorkerState:
     self.streams: dict[str, tuple[StreamRecord, list[Feed]]] = {}
     self.by_feed: dict[str, set[str]] = defaultdict(set)
     self.ready = asyncio.Event()
+    self._groups: dict[str, dict[int, list[str]]] = {}
 
   def _on_change(self, stream_id: str, record: StreamRecord | None) -> None:
+    self._groups.clear()
     old = self.streams.pop(stream_id, None)
     if old is not None:
       for feed in old[1]:
@@ -47,6 +49,16 @@ class WorkerState:
 
   async def stop(self) -> None:
     await self.registry.stop()
+
+  def feed_partitions(self, feed_id: str, partitions: int) -> dict[int, list[str]]:
+    """Return the streams using a feed, grouped by their partition of bond.panes."""
+    cached = self._groups.get(feed_id)
+    if cached is None:
+      cached = {}
+      for sid in sorted(self.by_feed.get(feed_id, ())):
+        cached.setdefault(partition_for(sid, partitions), []).append(sid)
+      self._groups[feed_id] = cached
+    return cached
 
   def all_feeds(self) -> dict[str, Feed]:
     """Return every feed some stream needs, by id."""

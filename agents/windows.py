@@ -12,11 +12,11 @@ import logging
 import time
 from typing import Any
 
-
-from bond.aggregate import compose_window, first_window_end, pane_merge
 from bond.agents.app import app, settings
+from bond.agents.panes import PANE_MS, settled
 from bond.agents.sink import sink
 from bond.agents.state import partition_for, state
+from bond.aggregate import compose_window, first_window_end, pane_merge
 from bond.topics import PANES
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,9 @@ RECOVERY_GRACE_MS = max(3000, 2 * LATENESS_MS)
 MAX_WAIT_MS = 30_000
 _settled_since: list[int | None] = [None]
 
-panes_in = app.topic(PANES.name, key_type=str, value_serializer="raw", partitions=PANES.partitions)
+panes_in = app.topic(
+  PANES.name, key_type=bytes, value_serializer="raw", partitions=PANES.partitions
+)
 table = app.Table(
   "windows",
   default=None,
@@ -43,18 +45,17 @@ table = app.Table(
 
 
 def _new_state(created_ms: int, size_ms: int) -> dict[str, Any]:
-  return {"off": -1, "next": first_window_end(created_ms, size_ms), "prog": {}, "panes": {}}
-
-
-def _settled() -> bool:
-  """Return whether the registry is loaded and no rebalance or table recovery is under way."""
-  recovered = app.tables.recovery.completed.is_set()
-  return state.ready.is_set() and recovered and not app.rebalancing and not app.in_recovery
+  # The first window starts at the first boundary a full pane after creation: panes that
+  # closed before the workers learnt of the stream were never sent to it.
+  return {"off": -1, "next": first_window_end(created_ms + PANE_MS, size_ms), "prog": {}, "panes": {}}
 
 
 def _owned(stream_id: str) -> bool:
   assigned = app.assignor.assigned_actives()
-  return any(tp.topic == PANES.name and tp.partition == partition_for(stream_id, PANES.partitions) for tp in assigned)
+  return any(
+    tp.topic == PANES.name and tp.partition == partition_for(stream_id, PANES.partitions)
+    for tp in assigned
+  )
 
 
 def _apply_pane(sid: str, st: dict[str, Any], pane: dict[str, Any], size_ms: int) -> None:
@@ -64,9 +65,10 @@ def _apply_pane(sid: str, st: dict[str, Any], pane: dict[str, Any], size_ms: int
   agg = pane["a"]
   if not agg:
     return
-  lat = agg.pop("lat", None)
+  lat = agg.get("lat")
   if lat:
     sink.latency(sid, lat)
+    agg = {k: v for k, v in agg.items() if k != "lat"}  # the record is shared by its streams
   if pane["s"] < st["next"] - size_ms:
     sink.count(sid, "late", agg.get("in", 0))  # its window is already out: counted, not merged
     return
@@ -131,21 +133,24 @@ async def stage2(stream) -> None:  # type: ignore[no-untyped-def]
     dirty: dict[str, dict[str, Any]] = {}
     for event in batch:
       msg = event.message
-      sid = msg.key.decode() if isinstance(msg.key, bytes) else str(msg.key)
-      entry = state.streams.get(sid)
-      if entry is None:
-        continue  # deleted stream: its panes are dropped
-      record = entry[0]
-      size_ms = record.spec.interval_sec * 1000
-      st = dirty.get(sid) or table.get(sid.encode()) or _new_state(record.created_at_ms, size_ms)
-      dirty[sid] = st
-      if msg.offset <= st["off"]:
-        continue  # already applied before a restart
-      st["off"] = msg.offset
       try:
-        _apply_pane(sid, st, json.loads(msg.value), size_ms)
+        pane = json.loads(msg.value)
+        sids = pane.pop("sids")
       except (ValueError, KeyError, TypeError) as err:
         log.warning("panes: skipping malformed record at offset %d: %s", msg.offset, err)
+        continue
+      for sid in sids:
+        entry = state.streams.get(sid)
+        if entry is None:
+          continue  # deleted stream: its panes are dropped
+        record = entry[0]
+        size_ms = record.spec.interval_sec * 1000
+        st = dirty.get(sid) or table.get(sid.encode()) or _new_state(record.created_at_ms, size_ms)
+        dirty[sid] = st
+        if msg.offset <= st["off"]:
+          continue  # already applied before a restart
+        st["off"] = msg.offset
+        _apply_pane(sid, st, pane, size_ms)
     now_ms = int(time.time() * 1000)
     for sid, st in dirty.items():
       try_emit(sid, st, now_ms)
@@ -156,7 +161,7 @@ async def stage2(stream) -> None:  # type: ignore[no-untyped-def]
 async def deadline_timer() -> None:
   """Emit windows whose lateness has run out, for quiet or dead feeds."""
   now_ms = int(time.time() * 1000)
-  if not _settled():
+  if not settled():
     _settled_since[0] = None
     return
   if _settled_since[0] is None:
@@ -177,8 +182,10 @@ async def deadline_timer() -> None:
 @app.timer(1.0)
 async def forget_deleted() -> None:
   """Drop the state of deleted streams this worker owns."""
-  if not _settled():
+  if not settled():
     return
-  for key in [k for k in list(table.keys()) if k.decode() not in state.streams and _owned(k.decode())]:
+  for key in [
+    k for k in list(table.keys()) if k.decode() not in state.streams and _owned(k.decode())
+  ]:
     del table[key]
     sink.forget(key.decode())

@@ -25,7 +25,7 @@ async def test_exact_values_boundaries_and_joined_sources(deployment, worker_fac
   }
   sid = await deployment.create(spec, created_ms=now)
   worker_factory().start()
-  w0 = -(-now // interval) * interval + interval * 2  # a window comfortably in the future
+  w0 = -(-now // interval) * interval + interval * 3  # a window comfortably in the future
   # Window [w0, w0+2000): three trades, a boundary trade at exactly w0 (belongs here), a tweet,
   # two on-chain events; the trade at w0+2000 belongs to the next window.
   t = [
@@ -68,7 +68,7 @@ async def test_exact_values_boundaries_and_joined_sources(deployment, worker_fac
   )
   await deployment.flush()
 
-  first_end = -(-now // interval) * interval + interval
+  first_end = -(-(now + 1000) // interval) * interval + interval  # first boundary a pane after creation
   expected = (end - first_end) // interval + 1
   events = await deployment.windows(sid, expected)
   by_seq = {e["seq"]: e for e in events}

@@ -140,7 +140,7 @@ async def test_two_workers_give_the_same_output_as_one(deployment, worker_factor
   await deployment.flush()
   for i, sid in enumerate(sids):
     events = await deployment.windows(
-      sid, (w0 + 2000 - (-(-now // 1000) * 1000 + 1000)) // 1000 + 1
+      sid, (w0 + 2000 - (-(-(now + 1000) // 1000) * 1000 + 1000)) // 1000 + 1
     )
     assert_consecutive(events, 1000)
     w = {e["seq"]: e for e in events}[w0 + 1000]
