@@ -211,12 +211,12 @@ class RawReader:
     sends = []
     for st in dirty.values():
       sends += _close(st)
+    busy = time.perf_counter() - started  # sending yields to other tasks: not counted
     # The panes must be in Kafka before the state that says they were sent.
     futures = [
       await panes_topic.send(key=b"p%d" % part, value=value, partition=part)
       for part, value in sends
     ]
-    busy = time.perf_counter() - started
     if futures:
       await asyncio.gather(*futures)
     stats["panes_out"] += len(futures)

@@ -47,7 +47,12 @@ table = app.Table(
 def _new_state(created_ms: int, size_ms: int) -> dict[str, Any]:
   # The first window starts at the first boundary a full pane after creation: panes that
   # closed before the workers learnt of the stream were never sent to it.
-  return {"off": -1, "next": first_window_end(created_ms + PANE_MS, size_ms), "prog": {}, "panes": {}}
+  return {
+    "off": -1,
+    "next": first_window_end(created_ms + PANE_MS, size_ms),
+    "prog": {},
+    "panes": {},
+  }
 
 
 def _owned(stream_id: str) -> bool:
