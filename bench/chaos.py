@@ -71,8 +71,8 @@ SHORT = Config("short", streams=8, clients=20, client_procs=1,
                faults=["worker_kill9", "gateway_kill9", "redis_restart", "kafka_restart", "sim_flap"],
                baseline_sec=8, settle_sec=5, outage_sec=6, final_sec=8, recover_timeout_sec=60, sim_flaps=1)  # fmt: skip
 FULL = Config("full", streams=50, clients=200, client_procs=2,
-              faults=["worker_kill9", "gateway_kill9", "redis_restart", "kafka_restart", "sim_flap",
-                      "worker_join", "worker_leave"],
+              faults=["worker_kill9", "gateway_kill9", "redis_restart", "kafka_restart", "worker_join",
+                      "worker_leave", "sim_flap"],  # the sim restarts its trade ids: last
               baseline_sec=30, settle_sec=20, outage_sec=10, final_sec=30, recover_timeout_sec=120, sim_flaps=3)  # fmt: skip
 
 
