@@ -2,13 +2,15 @@
 
 from aiohttp.web import Response
 
-from bond.agents.app import app
+from bond.agents.app import app, settings
 from bond.agents.state import state
+from bond.topics.admin import ensure_catalog
 
 
 @app.task
 async def start_registry() -> None:
-  """Load the stream registry before any window is computed."""
+  """Create the catalog's topics if needed, then load the stream registry."""
+  await ensure_catalog(settings.kafka_bootstrap)
   await state.start()
 
 
