@@ -26,7 +26,7 @@ app = faust.App(
   consumer_auto_offset_reset="earliest",
   broker_commit_interval=1.0,
   # A crashed worker leaves the group after this long, so its partitions move quickly.
-  broker_session_timeout=10.0,
+  broker_session_timeout=6.0,
   broker_heartbeat_interval=2.0,
   stream_buffer_maxsize=65536,
   producer_linger_ms=2,

@@ -6,11 +6,12 @@ topic key, the same worker that aggregates its panes; when partitions move, feed
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bond.agents.app import app, settings
@@ -70,6 +71,36 @@ def make_connector(feed: Feed) -> Any:
   return CustomWsFeed(params["custom"], heartbeat_sec=HEARTBEAT_SEC)
 
 
+async def last_published_trade(feed: Feed, scan: int = 20_000) -> tuple[str, int] | None:
+  """Return (trade_id, ts) of the feed's last trade in its raw partition, if any is recent."""
+  topic = RAW_TOPICS[feed.source]
+  tp = TopicPartition(topic.name, partition_for(feed.raw_key, topic.partitions))
+  consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+  await consumer.start()
+  try:
+    consumer.assign([tp])
+    end = (await consumer.end_offsets([tp]))[tp]
+    consumer.seek(tp, max(0, end - scan))
+    last: tuple[str, int] | None = None
+    while await consumer.position(tp) < end:
+      batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+      for msg in batch.get(tp, []):
+        if msg.key != feed.raw_key.encode() or b'"trade"' not in msg.value:
+          continue
+        raw = json.loads(msg.value)
+        if (
+          raw.get("exchange") == feed.exchange
+          and raw.get("kind") == "trade"
+          and raw.get("trade_id")
+        ):
+          last = (str(raw["trade_id"]), int(raw["ts"]))
+      if not batch:
+        break
+    return last
+  finally:
+    await consumer.stop()
+
+
 class FeedRunner:
   """Runs the feeds this worker owns and publishes their events to the raw topics."""
 
@@ -104,11 +135,16 @@ class FeedRunner:
   async def _start(self, feed: Feed) -> None:
     try:
       connector = make_connector(feed)
+      if feed.source == "ccxt" and hasattr(connector, "resume_from"):
+        last = await last_published_trade(feed)
+        if last is not None:
+          connector.resume_from(feed.exchange, feed.symbol, *last)
+          log.info("feed %s resumes after trade %s", feed.id, last[0])
       if getattr(connector, "mode", None) == "mock":
         # A local generator stamps events with the current time: nothing older can follow.
         connector.heartbeat_sec, connector.heartbeat_lag_ms = 0.05, 0
       await connector.start()
-    except (ImportError, ValueError, OSError) as err:
+    except (ImportError, ValueError, OSError, KafkaError) as err:
       self.stats["errors"] += 1
       log.error("feed %s cannot start: %s", feed.id, err)
       return

@@ -45,6 +45,8 @@ class Sink:
     self.stats = {"emitted": 0, "redis_dupes": 0, "redis_errors": 0}
     self._redis: aioredis.Redis | None = None
     self._topics: dict[str, str] = {}
+    self.redis_queue: deque[tuple[str, dict[str, Any]]] = deque()
+    self.redis_ready = asyncio.Event()
     self._producer: AIOKafkaProducer | None = None
     self._admin: TopicAdmin | None = None
 
@@ -91,7 +93,9 @@ class Sink:
       topic = self._topics.get(sid) or await self._stream_topic(sid)
       futures.append(await self._producer_started().send(topic, body.encode(), key=sid.encode()))
     await asyncio.gather(*futures)
-    await self._to_redis(batch)
+    # Redis has its own queue and task: an outage there must not hold up live delivery.
+    self.redis_queue.extend(batch)
+    self.redis_ready.set()
 
   def _producer_started(self) -> AIOKafkaProducer:
     assert self._producer is not None
@@ -106,9 +110,23 @@ class Sink:
     topic = self._topics[sid] = stream_topic(sid).name
     return topic
 
+  async def redis_loop(self) -> None:
+    """Write queued windows to the Redis rings, in order, retrying through outages."""
+    while True:
+      await self.redis_ready.wait()
+      self.redis_ready.clear()
+      while self.redis_queue:
+        batch = [self.redis_queue.popleft() for _ in range(min(500, len(self.redis_queue)))]
+        await self._to_redis(batch)
+
   async def _to_redis(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
-    min_id = int(time.time() * 1000) - settings.bond_ring_seconds * 1000
-    for attempt in range(30):
+    attempt = 0
+    while True:
+      # Windows older than the ring would be trimmed at once: drop them instead of writing.
+      min_id = int(time.time() * 1000) - settings.bond_ring_seconds * 1000
+      batch = [(sid, ev) for sid, ev in batch if ev["seq"] >= min_id]
+      if not batch:
+        return
       try:
         pipe = self.redis.pipeline(transaction=False)
         for sid, event in batch:
@@ -124,9 +142,9 @@ class Sink:
       except (RedisError, OSError) as err:
         self.stats["redis_errors"] += 1
         delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
+        attempt += 1
         log.warning("redis sink: %s; retrying in %.2fs", err, delay)
         await asyncio.sleep(delay)
-    log.error("redis sink: gave up on %d windows after repeated errors", len(batch))
 
   async def flush_metrics(self) -> None:
     """Add counters to each stream's metrics hash and replace its percentiles."""
@@ -167,6 +185,12 @@ async def sink_loop() -> None:
   """Drain emitted windows forever."""
   while True:
     await sink.drain()
+
+
+@app.task
+async def redis_loop() -> None:
+  """Write windows to the Redis rings forever."""
+  await sink.redis_loop()
 
 
 @app.timer(1.0)

@@ -31,6 +31,10 @@ RECOVERY_GRACE_MS = max(3000, 2 * LATENESS_MS)
 # this long) instead of going out incomplete. A feed silent for the lateness is dead.
 MAX_WAIT_MS = 30_000
 _settled_since: list[int | None] = [None]
+# When the last pane of any feed reached this worker: every live feed sends one a second,
+# so a long silence means the worker's own input is stalled (Kafka down, a rebalance),
+# not that the feeds died; windows then wait (up to MAX_WAIT_MS) rather than go out empty.
+_last_input_ms = [0]
 
 panes_in = app.topic(
   PANES.name, key_type=bytes, value_serializer="raw", partitions=PANES.partitions
@@ -66,7 +70,7 @@ def _owned(stream_id: str) -> bool:
 def _apply_pane(sid: str, st: dict[str, Any], pane: dict[str, Any], size_ms: int) -> None:
   feed_id = pane["f"]
   st["prog"][feed_id] = max(st["prog"].get(feed_id, 0), pane["p"])
-  st.setdefault("seen", {})[feed_id] = int(time.time() * 1000)
+  st.setdefault("seen", {})[feed_id] = _last_input_ms[0] = int(time.time() * 1000)
   agg = pane["a"]
   if not agg:
     return
@@ -90,6 +94,8 @@ def _due(st: dict[str, Any], behind: list[str], end: int, now_ms: int) -> bool:
     return False  # just (re)started: the replay of what was not committed comes first
   if now_ms >= end + MAX_WAIT_MS:
     return True
+  if _last_input_ms[0] and now_ms - _last_input_ms[0] >= LATENESS_MS:
+    return False  # nothing at all is arriving: our input is stalled, not every feed dead
   seen = st.get("seen", {})
   # Alive feeds (a pane arrived within the lateness) are waited for; silent ones are not.
   since = max(_settled_since[0], end)

@@ -51,7 +51,9 @@ def java_version() -> int:
   """Return the major version of the `java` on PATH, or raise DevStackError."""
   java = shutil.which("java")
   if not java:
-    raise DevStackError("Java is missing: install Java 17 or newer (apt-get install openjdk-17-jre-headless)")
+    raise DevStackError(
+      "Java is missing: install Java 17 or newer (apt-get install openjdk-17-jre-headless)"
+    )
   out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
   match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
   if not match:
@@ -66,11 +68,15 @@ def java_version() -> int:
 def kafka_libs(version: str = KAFKA_VERSION) -> Path:
   """Return the folder of Kafka's jars, fetching them with Maven the first time."""
   libs = CACHE_DIR / f"kafka-{version}" / "libs"
-  if (libs / f"kafka_2.13-{version}.jar").exists() and (libs / f"kafka-tools-{version}.jar").exists():
+  if (libs / f"kafka_2.13-{version}.jar").exists() and (
+    libs / f"kafka-tools-{version}.jar"
+  ).exists():
     return libs
   mvn = shutil.which("mvn")
   if not mvn:
-    raise DevStackError("Maven is missing: install it (apt-get install maven) so Bond can fetch Kafka's jars")
+    raise DevStackError(
+      "Maven is missing: install it (apt-get install maven) so Bond can fetch Kafka's jars"
+    )
   staging = libs.with_name("libs.partial")
   shutil.rmtree(staging, ignore_errors=True)
   staging.mkdir(parents=True)
@@ -100,9 +106,15 @@ def redis_server_binary(install: bool = True) -> str:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False, env=env)
     proc = subprocess.run(
-      ["apt-get", "install", "-y", "-qq", "redis-server"], capture_output=True, text=True, check=False, env=env
+      ["apt-get", "install", "-y", "-qq", "redis-server"],
+      capture_output=True,
+      text=True,
+      check=False,
+      env=env,
     )
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    found = shutil.which("redis-server") or (
+      "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
     if proc.returncode == 0 and found:
       # Debian's package may start its own service; Bond runs its own on loopback.
       subprocess.run(["service", "redis-server", "stop"], capture_output=True, check=False)
@@ -141,7 +153,9 @@ async def kafka_ready(bootstrap: str, timeout_sec: float = 3.0) -> bool:
   from aiokafka.admin import AIOKafkaAdminClient
   from aiokafka.errors import KafkaError
 
-  client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_sec * 1000))
+  client = AIOKafkaAdminClient(
+    bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_sec * 1000)
+  )
   try:
     await asyncio.wait_for(client.start(), timeout_sec)
     await asyncio.wait_for(client.list_topics(), timeout_sec)
@@ -247,11 +261,29 @@ class DevStack:
     libs = kafka_libs()
     if not (data / "meta.properties").exists():
       cp = f"{libs}/*"
-      cluster_id = subprocess.run(
-        ["java", "-cp", cp, "kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True, check=True
-      ).stdout.strip().splitlines()[-1]
+      cluster_id = (
+        subprocess.run(
+          ["java", "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
+          capture_output=True,
+          text=True,
+          check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+      )
       proc = subprocess.run(
-        ["java", "-cp", cp, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(props)],
+        [
+          "java",
+          "-cp",
+          cp,
+          "kafka.tools.StorageTool",
+          "format",
+          "--standalone",
+          "-t",
+          cluster_id,
+          "-c",
+          str(props),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -294,13 +326,17 @@ class DevStack:
       return None
     host, port = _host_port(self.redis_url.split("://", 1)[-1].split("/", 1)[0], 6379)
     if host not in ("localhost", "127.0.0.1"):
-      raise DevStackError(f"Redis at {self.redis_url} does not answer; start it or point REDIS_URL at one that does")
+      raise DevStackError(
+        f"Redis at {self.redis_url} does not answer; start it or point REDIS_URL at one that does"
+      )
     data = self.home / "redis"
     data.mkdir(parents=True, exist_ok=True)
     cmd = [
       redis_server_binary(),
       "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-      "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes",
+      # The replay ring survives a Redis restart (append-only file, fsync each second).
+      "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+      "--daemonize", "no", "--protected-mode", "yes",
     ]  # fmt: skip
     return Part("redis", cmd, lambda: redis_answers(self.redis_url), ports=[port])
 
@@ -434,10 +470,14 @@ class DevStack:
     except (OSError, xmlrpc.client.Fault):
       return []
 
-  def up(self, parts: list[Part], env: dict[str, str], progress: Callable[[str, str, float], None]) -> None:
+  def up(
+    self, parts: list[Part], env: dict[str, str], progress: Callable[[str, str, float], None]
+  ) -> None:
     """Start supervisord and every part in order, waiting for each to be ready."""
     if self.running():
-      raise DevStackError(f"Bond is already running from {self.home} (see `bond status`; stop it with `bond down`)")
+      raise DevStackError(
+        f"Bond is already running from {self.home} (see `bond status`; stop it with `bond down`)"
+      )
     for part in parts:
       for port in part.ports:
         if not port_free(port):
@@ -446,7 +486,10 @@ class DevStack:
           )
     conf = self._write_conf(parts, env)
     proc = subprocess.run(
-      [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], capture_output=True, text=True, check=False
+      [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
+      capture_output=True,
+      text=True,
+      check=False,
     )
     if proc.returncode != 0:
       raise DevStackError(f"supervisord did not start: {proc.stderr.strip()[-300:]}")
@@ -528,7 +571,9 @@ def _tail(path: Path, lines: int) -> str:
 def kafka_tool(tool: str, args: list[str]) -> int:
   """Run one of Kafka's console tools from the fetched jars and return its exit code."""
   if tool not in KAFKA_TOOLS:
-    raise DevStackError(f"unknown Kafka tool {tool!r}; choose one of: {', '.join(sorted(KAFKA_TOOLS))}")
+    raise DevStackError(
+      f"unknown Kafka tool {tool!r}; choose one of: {', '.join(sorted(KAFKA_TOOLS))}"
+    )
   java_version()
   cmd = [
     "java", "-Xmx512m", f"-Dlog4j2.configurationFile={_resource('log4j2.yaml')}",

@@ -68,8 +68,9 @@ async def test_sim_rest_endpoints_through_ccxt(sim_factory):
   try:
     ticker = await client.fetch_ticker("BTC/USDT")
     assert 30_000 < ticker["last"] < 150_000
-    trades = await client.fetch_trades("SOL/USDT", limit=5, params={"fromId": 2})
-    assert [t["id"] for t in trades] == ["2", "3", "4", "5", "6"]
+    first = sim.markets["SOLUSDT"].history[0].id
+    trades = await client.fetch_trades("SOL/USDT", limit=5, params={"fromId": first + 1})
+    assert [t["id"] for t in trades] == [str(first + k) for k in range(1, 6)]
     with pytest.raises(ccxt.BadSymbol):
       await client.fetch_ticker("NOPE/USDT")
   finally:

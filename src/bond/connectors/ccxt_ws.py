@@ -80,6 +80,7 @@ class CcxtWsFeed(Connector):
     self._ws: dict[str, Any] = {}
     self._rest: dict[str, Any] = {}
     self._dedupe: dict[tuple[str, str], TradeDedupe] = {}
+    self._resumed: set[tuple[str, str]] = set()
 
   def feeds(self) -> Iterable[tuple[str, str]]:
     return [(e, s) for e in self.exchanges for s in self.symbols]
@@ -139,7 +140,8 @@ class CcxtWsFeed(Connector):
     client = self._ws[exchange]
     feed = (exchange, symbol)
     dedupe = self._dedupe.setdefault(feed, TradeDedupe(monotonic=self._contiguous(exchange)))
-    reconnected = False
+    # Resumed from a trade published by an earlier run: backfill from it, as after a reconnect.
+    reconnected = feed in self._resumed
 
     def lost() -> None:
       nonlocal reconnected
@@ -165,6 +167,16 @@ class CcxtWsFeed(Connector):
           await self.emit(tick, feed)
         else:
           self.stats["duplicates_dropped"] += 1
+
+  def resume_from(self, exchange: str, symbol: str, trade_id: str, ts: int) -> None:
+    """Continue after `trade_id`, the last trade an earlier run published: the gap is backfilled."""
+    feed = (exchange, normalize_pair(symbol))
+    dedupe = self._dedupe.setdefault(feed, TradeDedupe(monotonic=self._contiguous(exchange)))
+    number = int_id(trade_id)
+    if number is not None:
+      dedupe.last_id = number if dedupe.last_id is None else max(dedupe.last_id, number)
+    dedupe.last_ts = ts if dedupe.last_ts is None else max(dedupe.last_ts, ts)
+    self._resumed.add(feed)
 
   def _contiguous(self, exchange: str) -> bool:
     # The sim numbers each symbol's trades 1, 2, 3 ... and serves them by id over REST.

@@ -78,7 +78,9 @@ class _Market:
   price: float
   tick: float
   step: float
-  next_id: int = 1
+  # Ids continue across restarts of the sim, as a real exchange's do: they start from the
+  # clock (in microseconds), which outruns any trade rate the sim produces.
+  next_id: int = field(default_factory=lambda: time.time_ns() // 1000)
   history: deque[_Trade] = field(default_factory=lambda: deque(maxlen=HISTORY))
   open_price: float = 0.0
   high: float = 0.0
