@@ -38,7 +38,9 @@ def _apply(source: str, st: dict[str, Any], key: str, raw: dict[str, Any], now_m
   fs = st["feeds"].get(feed.id)
   ts = int(raw["ts"])
   if fs is None:
-    fs = st["feeds"][feed.id] = {"p": 0, "c": window_start(ts, PANE_MS), "panes": {}}
+    # Start one (empty) pane back, so even a feed first heard of through a heartbeat
+    # closes a pane at once and tells stage 2 how far it has got.
+    fs = st["feeds"][feed.id] = {"p": 0, "c": window_start(ts, PANE_MS) - PANE_MS, "panes": {}}
   if raw.get("heartbeat"):
     fs["p"] = max(fs["p"], ts)
     return
