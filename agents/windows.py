@@ -23,10 +23,10 @@ log = logging.getLogger(__name__)
 
 LATENESS_MS = settings.bond_lateness_ms
 MAX_CATCH_UP = 720  # windows emitted per stream per pass when catching up after downtime
-# After partitions are (re)assigned, the worker first replays what it had not committed;
-# for this long only complete windows are emitted, so a restart does not emit windows
-# before the replayed events reach them.
-RECOVERY_GRACE_MS = max(3000, 2 * LATENESS_MS)
+# After partitions are (re)assigned, the worker first replays what it had not committed
+# and its feeds restart and backfill the gap; for this long only complete windows are
+# emitted, so a restart does not emit windows before the replayed events reach them.
+RECOVERY_GRACE_MS = max(15_000, 2 * LATENESS_MS)
 # A feed whose panes keep arriving is alive, only behind: its windows wait for it (up to
 # this long) instead of going out incomplete. A feed silent for the lateness is dead.
 MAX_WAIT_MS = 30_000

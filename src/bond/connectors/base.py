@@ -38,6 +38,7 @@ class Connector:
     self.stats: dict[str, int] = {"events": 0, "heartbeats": 0, "errors": 0}
     self._tasks: list[asyncio.Task[None]] = []
     self._last_event: dict[tuple[str, str], float] = {}
+    self._held: dict[tuple[str, str], float] = {}
     self._running = False
 
   # ------------------------------------------------------------------ lifecycle
@@ -123,6 +124,11 @@ class Connector:
     self.stats["events"] += 1
     if feed is not None:
       self._last_event[feed] = time.monotonic()
+      self._held.pop(feed, None)
+
+  def hold_heartbeats(self, feed: tuple[str, str], max_sec: float = 20.0) -> None:
+    """Send no heartbeat for `feed` until its first event (or `max_sec`): it is catching up."""
+    self._held[feed] = time.monotonic() + max_sec
 
   def touch(self, feed: tuple[str, str]) -> None:
     """Mark a feed as active now (it will not need a heartbeat for a while)."""
@@ -149,6 +155,9 @@ class Connector:
       await asyncio.sleep(tick)
       now = time.monotonic()
       for feed, last in list(self._last_event.items()):
+        # A feed backfilling a gap must not claim progress past the trades still to come.
+        if self._held and self._held.get(feed, 0) > now:
+          continue
         if now - last >= self.heartbeat_sec:
           await self.queue.put(self.heartbeat(feed))
           self.stats["heartbeats"] += 1

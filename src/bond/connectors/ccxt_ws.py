@@ -177,6 +177,7 @@ class CcxtWsFeed(Connector):
       dedupe.last_id = number if dedupe.last_id is None else max(dedupe.last_id, number)
     dedupe.last_ts = ts if dedupe.last_ts is None else max(dedupe.last_ts, ts)
     self._resumed.add(feed)
+    self.hold_heartbeats(feed)
 
   def _contiguous(self, exchange: str) -> bool:
     # The sim numbers each symbol's trades 1, 2, 3 ... and serves them by id over REST.
