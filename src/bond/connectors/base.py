@@ -154,6 +154,8 @@ class Connector:
     while True:
       await asyncio.sleep(tick)
       now = time.monotonic()
+      if not self.queue.empty():
+        continue  # events are waiting to be read: the feeds are behind, not quiet
       for feed, last in list(self._last_event.items()):
         # A feed backfilling a gap must not claim progress past the trades still to come.
         if self._held and self._held.get(feed, 0) > now:

@@ -146,6 +146,9 @@ class CcxtWsFeed(Connector):
     def lost() -> None:
       nonlocal reconnected
       reconnected = True
+      # Trades missed while disconnected come back by backfill, older than any heartbeat
+      # sent meanwhile would claim: no heartbeat until they are out.
+      self.hold_heartbeats(feed)
 
     while True:
       batch = await self._watch(
