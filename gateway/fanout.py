@@ -3,14 +3,18 @@
 The consumer assigns itself `bond.stream.<id>` (one partition) while anyone listens to the
 stream and leaves it a little after the last listener goes. Each record is decoded once
 and its text frame handed to every sink of the stream; sinks queue it without awaiting,
-so one slow socket never holds up the others.
+so one slow socket never holds up the others. A sink may also write the frame to its
+socket on the spot (it says so), and the fan-out reports those writes once per record.
+
+The poll loop never holds a lock across `getmany`: dispatching a batch is synchronous, so
+a sink added between two awaits sees every later record whole, and a listener of a stream
+already read is added at once. Only assignment changes are serialized.
 """
 
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,17 +27,21 @@ from bond.topics.admin import TopicAdmin
 log = logging.getLogger(__name__)
 
 RETRY_SEC = 1.0
+# Kafka answers a connection's requests in order: a fetch that may wait this long on an idle
+# topic holds up the metadata and offset requests of a stream's first listener behind it.
+FETCH_MAX_WAIT_MS = 30
 
 
 class Sink(Protocol):
   """Something that takes a stream's frames without awaiting (a socket's send queue)."""
 
-  def deliver(self, seq: int, frame: str) -> None:
-    """Queue one event (its seq and its JSON text)."""
+  def deliver(self, seq: int, frame: str) -> bool:
+    """Take one event (its seq and its JSON text); True when it was written to the socket now."""
 
 
 @dataclass
 class _Stream:
+  sid: str
   tp: TopicPartition
   next_offset: int
   sinks: set[Sink] = field(default_factory=set)
@@ -50,17 +58,21 @@ class Fanout:
     poll_timeout_ms: int = 100,
     linger_sec: float = 2.0,
     max_records: int = 1000,
+    on_sent: Callable[[str, int], None] | None = None,
   ) -> None:
     self._bootstrap = bootstrap
     self._poll_timeout_ms = poll_timeout_ms
     self._linger_sec = linger_sec
     self._max_records = max_records
+    self._on_sent = on_sent
     self._consumer: AIOKafkaConsumer | None = None
     self._task: asyncio.Task[None] | None = None
     self._streams: dict[str, _Stream] = {}
-    # Held while polling and dispatching, and while the assignment changes: the offsets
-    # recorded for each partition are always those of the last record dispatched.
-    self._lock = asyncio.Lock()
+    self._by_tp: dict[TopicPartition, _Stream] = {}
+    # Serializes assignment changes that await (a new stream's end offset); the partition
+    # being added meanwhile stays in every assignment made by the synchronous changes.
+    self._assign_lock = asyncio.Lock()
+    self._joining: TopicPartition | None = None
     self._assigned = asyncio.Event()
     self.records = 0
     self.deliveries = 0
@@ -76,6 +88,7 @@ class Fanout:
       enable_auto_commit=False,
       auto_offset_reset="latest",
       max_poll_records=self._max_records,
+      fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
     await consumer.start()
     self._consumer = consumer
@@ -92,6 +105,7 @@ class Fanout:
       if entry.linger is not None:
         entry.linger.cancel()
     self._streams.clear()
+    self._by_tp.clear()
     consumer, self._consumer = self._consumer, None
     if consumer is not None:
       await consumer.stop()
@@ -105,14 +119,18 @@ class Fanout:
 
   async def subscribe(self, stream_id: str, sink: Sink) -> None:
     """Add a sink; return once every record produced from now on will reach it."""
-    async with self._lock:
-      entry = self._streams.get(stream_id)
-      if entry is None:
-        entry = await self._assign(stream_id)
-      if entry.linger is not None:
-        entry.linger.cancel()
-        entry.linger = None
-      entry.sinks.add(sink)
+    entry = self._streams.get(stream_id)
+    if entry is None:
+      async with self._assign_lock:
+        entry = self._streams.get(stream_id)
+        if entry is None:
+          entry = await self._assign(stream_id)
+    # The stream is being read: records are dispatched synchronously between awaits, so
+    # the sink gets every record after the one being dispatched now, without waiting.
+    if entry.linger is not None:
+      entry.linger.cancel()
+      entry.linger = None
+    entry.sinks.add(sink)
 
   def unsubscribe(self, stream_id: str, sink: Sink) -> None:
     """Remove a sink; the topic is left after a short linger when no sink remains."""
@@ -129,16 +147,14 @@ class Fanout:
     entry = self._streams.pop(stream_id, None)
     if entry is None or self._consumer is None:
       return
+    self._by_tp.pop(entry.tp, None)
     if entry.linger is not None:
       entry.linger.cancel()
     # Without waiting for the poll in flight: a consumer still fetching a deleted topic
     # asks for its metadata, and a broker that auto-creates topics would bring it back.
     # Records that poll returns for the other streams may come again after the seek
-    # below; sinks keep only increasing seqs, so a repeat is never delivered twice.
-    with self._reassigning():
-      self._consumer.assign([e.tp for e in self._streams.values()])
-    if not self._streams:
-      self._assigned.clear()
+    # below; the dispatch skips offsets already handed out, so none goes out twice.
+    self._reassign()
     log.info("fanout: left %s (stream deleted)", entry.tp.topic)
 
   def stats(self) -> dict[str, int]:
@@ -164,21 +180,32 @@ class Fanout:
     topic = stream_topic(stream_id).name
     tp = TopicPartition(topic, 0)
     await self._ensure_topic(stream_id, topic)
-    with self._reassigning():
-      consumer.assign([*(e.tp for e in self._streams.values()), tp])
-    # Start at the end: the past comes from the Redis ring, and anything produced after
-    # this position is known reaches the new sink.
-    await consumer.seek_to_end(tp)
-    offset = await consumer.position(tp)
-    entry = _Stream(tp=tp, next_offset=offset)
+    self._joining = tp
+    try:
+      self._reassign()
+      # Start at the end: the past comes from the Redis ring, and anything produced after
+      # this position is known reaches the new sink.
+      await consumer.seek_to_end(tp)
+      offset = await consumer.position(tp)
+    except BaseException:
+      self._joining = None
+      self._reassign()
+      raise
+    self._joining = None
+    entry = _Stream(sid=stream_id, tp=tp, next_offset=offset)
     self._streams[stream_id] = entry
+    self._by_tp[tp] = entry
+    # A poll that ran during the awaits above may have read records of this partition and
+    # dropped them (no entry yet): read again from the offset the sinks start at.
+    consumer.seek(tp, offset)
     self._assigned.set()
     log.info("fanout: listening to %s from offset %d", topic, offset)
     return entry
 
   async def _ensure_topic(self, stream_id: str, topic: str) -> None:
     consumer = self._require()
-    if topic in await consumer.topics():
+    # Known partitions in the cached metadata spare a metadata request for every topic.
+    if consumer.partitions_for_topic(topic) or topic in await consumer.topics():
       return
     # A stream registered a moment ago may not have its topic yet; create it as the
     # catalog says rather than let auto-creation pick other settings.
@@ -190,14 +217,21 @@ class Fanout:
       await asyncio.sleep(0.1)
     raise KafkaError(f"topic {topic} did not appear after creation")
 
-  @contextmanager
-  def _reassigning(self) -> Iterator[None]:
+  def _reassign(self) -> None:
+    """Assign every listened-to partition (and the one joining) and keep their positions."""
+    consumer = self._require()
+    tps = [e.tp for e in self._streams.values()]
+    if self._joining is not None:
+      tps.append(self._joining)
+    consumer.assign(tps)
     # assign() replaces the whole assignment and forgets positions: put back the offset
     # after the last record dispatched for every partition we keep.
-    yield
-    consumer = self._require()
     for entry in self._streams.values():
       consumer.seek(entry.tp, entry.next_offset)
+    if tps:
+      self._assigned.set()
+    else:
+      self._assigned.clear()
 
   def _schedule_leave(self, stream_id: str) -> None:
     entry = self._streams.get(stream_id)
@@ -206,19 +240,16 @@ class Fanout:
     if entry.linger is not None:
       entry.linger.cancel()
       entry.linger = None
-    asyncio.get_running_loop().create_task(self._leave(stream_id))
+    self._leave(stream_id)
 
-  async def _leave(self, stream_id: str) -> None:
-    async with self._lock:
-      entry = self._streams.get(stream_id)
-      if entry is None or entry.sinks or self._consumer is None:
-        return
-      del self._streams[stream_id]
-      with self._reassigning():
-        self._consumer.assign([e.tp for e in self._streams.values()])
-      if not self._streams:
-        self._assigned.clear()
-      log.info("fanout: left %s", entry.tp.topic)
+  def _leave(self, stream_id: str) -> None:
+    entry = self._streams.get(stream_id)
+    if entry is None or entry.sinks or self._consumer is None:
+      return
+    del self._streams[stream_id]
+    self._by_tp.pop(entry.tp, None)
+    self._reassign()
+    log.info("fanout: left %s", entry.tp.topic)
 
   # ------------------------------------------------------------------ polling
 
@@ -231,33 +262,40 @@ class Fanout:
     while True:
       await self._assigned.wait()
       try:
-        async with self._lock:
-          if self._streams:
-            await self._poll_once()
+        await self._poll_once()
       except KafkaError as err:
         log.warning("fanout: %s; retrying in %.1fs", err, RETRY_SEC)
         await asyncio.sleep(RETRY_SEC)
-      # Let subscribers waiting for the lock in before the next poll.
+      # getmany returns buffered records without suspending: let the sockets' I/O and
+      # tasks run between two batches.
       await asyncio.sleep(0)
 
   async def _poll_once(self) -> None:
     consumer = self._require()
     batches = await consumer.getmany(timeout_ms=self._poll_timeout_ms)
-    by_topic = {e.tp: e for e in self._streams.values()}
+    # From here to the end, no await: the batch is dispatched as one step of the loop.
+    on_sent = self._on_sent
     for tp, msgs in batches.items():
-      entry = by_topic.get(tp)
+      entry = self._by_tp.get(tp)
       if entry is None:
         continue
       for msg in msgs:
+        if msg.offset < entry.next_offset:
+          continue  # read again after a reassignment: already handed out
         entry.next_offset = msg.offset + 1
         self.records += 1
         frame, seq = _decode(msg.value)
         if frame is None:
           log.warning("fanout: skipping unreadable record at %s@%d", tp.topic, msg.offset)
           continue
-        for sink in tuple(entry.sinks):
-          sink.deliver(seq, frame)
-        self.deliveries += len(entry.sinks)
+        sinks = tuple(entry.sinks)
+        sent = 0
+        for sink in sinks:
+          if sink.deliver(seq, frame):
+            sent += 1
+        self.deliveries += len(sinks)
+        if sent and on_sent is not None:
+          on_sent(entry.sid, sent)
 
 
 def _decode(value: bytes | None) -> tuple[str | None, int]:

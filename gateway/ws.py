@@ -8,10 +8,16 @@ than the last one sent, so the splice has no gap and no duplicate.
 Close codes: 4400 bad `from`, 4401 bad or expired token, 4403 token for another stream,
 4404 unknown or deleted stream, 4408 client too slow, 1001 server going away, 1013 replay
 or live feed unavailable (try again), 1008/1009 abusive client messages.
+
+Once a socket is caught up (replay and splice done, nothing queued), the fan-out writes
+live frames straight to its transport (under uvicorn's sans-I/O WebSocket protocol) rather
+than waking the socket's send task; a socket that cannot take a frame at once goes back to
+its bounded queue. The collector is kept off the long-lived session objects (`gc.freeze`).
 """
 
 import asyncio
 import functools
+import gc
 import logging
 import re
 import signal
@@ -34,15 +40,25 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.exceptions import WebSocketException
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from bond.config import Settings, get_settings
 from bond.gateway.fanout import Fanout
 from bond.registry import Registry, StreamRecord
 from bond.tokens import TokenError, verify
+
+try:
+  from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+except ImportError:  # another server or uvicorn version: every frame goes through ASGI
+  WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +73,17 @@ GO_AWAY_TIMEOUT_SEC = 5.0
 FLUSH_SEC = 0.5
 RING_PAGE = 500
 GAP_RETRY_SEC = (0.05, 0.1, 0.2, 0.4)
+NOTHING_SENT = -1  # a session's last seq before its first frame (seqs are epoch ms)
+SERVER_SEND = "bond.server_send"  # scope key: the server's own ASGI send callable
+
+# The collector: young collections every 50,000 allocations rather than 700, and the
+# objects of sessions opened in batches frozen (gc.freeze) so that no collection walks the
+# thousands of long-lived sockets again; the frozen garbage is collected when idle.
+GC_THRESHOLDS = (50_000, 20, 100)
+FREEZE_EVERY_CONNECTS = 500
+FREEZE_DELAY_SEC = 1.0  # after a batch of connects, so that its handshakes are done
+THAW_DELAY_SEC = 5.0
+THAW_MIN_CLOSES = 20_000  # with sockets open, collect the frozen ones after this many closes
 
 _RELATIVE = re.compile(r"now(?:-(\d{1,9})(s|m|h|d))?")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -109,40 +136,211 @@ class _Refused(Exception):
     self.reason = reason
 
 
+class _Wire:
+  """The unmasked text frame of the record being fanned out, built once for all sockets."""
+
+  def __init__(self) -> None:
+    self._frame: str | None = None
+    self._wire = b""
+
+  def __call__(self, frame: str) -> bytes:
+    # The fan-out hands the same str object to every sink of a record.
+    if frame is not self._frame:
+      self._frame = frame
+      self._wire = Frame(Opcode.TEXT, frame.encode()).serialize(mask=False)
+    return self._wire
+
+
+_wire = _Wire()
+
+
+class DirectWriter:
+  """Writes text frames straight to a uvicorn sans-I/O WebSocket, without the ASGI layers."""
+
+  __slots__ = ("_conn", "_proto", "_shared", "_transport")
+
+  def __init__(self, proto: Any) -> None:
+    self._proto = proto
+    self._conn = proto.conn
+    self._transport = proto.transport
+    # A server's frames are not masked: with no extension (per-message deflate) the bytes
+    # are the same for every socket of the stream.
+    self._shared = not proto.conn.extensions
+
+  def write(self, frame: str) -> bool:
+    """Write one frame now; False when the socket cannot take it without waiting."""
+    proto = self._proto
+    if proto.disconnected or not proto.writable.is_set() or self._conn.state is not State.OPEN:
+      return False
+    # This runs inside the fan-out's loop: one socket's failure must not reach the others.
+    # The send task meets the same error through ASGI and ends the session.
+    try:
+      if self._shared:
+        self._transport.write(_wire(frame))
+      else:
+        self._conn.send_text(frame.encode())
+        self._transport.write(b"".join(self._conn.data_to_send()))
+    except (RuntimeError, OSError, WebSocketException):
+      return False
+    return True
+
+
+def direct_writer(ws: WebSocket) -> DirectWriter | None:
+  """Return a direct writer for the socket when the server is uvicorn's sans-I/O protocol."""
+  proto = getattr(ws.scope.get(SERVER_SEND), "__self__", None)
+  if WebSocketsSansIOProtocol is None or not isinstance(proto, WebSocketsSansIOProtocol):
+    return None
+  if proto.transport is None or not proto.handshake_complete:
+    return None
+  return DirectWriter(proto)
+
+
+class _KeepServerSend:
+  """Puts the server's own `send` in a WebSocket's scope, under the wrappers Starlette adds."""
+
+  def __init__(self, app: ASGIApp) -> None:
+    self.app = app
+
+  async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "websocket":
+      await self.app(scope, receive, send)
+      return
+    scope[SERVER_SEND] = send
+    try:
+      await self.app(scope, receive, send)
+    finally:
+      # The server's protocol holds the scope: leave no reference cycle for the collector.
+      scope.pop(SERVER_SEND, None)
+
+
 class Session:
   """One socket's bounded queue of live frames and how it should end."""
 
-  def __init__(self, stream_id: str, limit: int) -> None:
+  def __init__(self, stream_id: str, limit: int, direct: DirectWriter | None = None) -> None:
     self.stream_id = stream_id
     self.limit = limit
+    self.direct = direct
     self.queue: deque[tuple[int, str]] = deque()
     self.ready = asyncio.Event()
     self.done = asyncio.Event()
     self.code: int | None = None
     self.reason = ""
     self.disconnected = False
+    self.last = NOTHING_SENT  # the seq of the last frame sent, by either path
+    # True only while the send task is idle and caught up (replay and splice done, queue
+    # empty, nothing being sent): the fan-out may then write frames to the socket itself.
+    self.live = False
 
-  def deliver(self, seq: int, frame: str) -> None:
-    """Queue one live frame, or end the session with 4408 when the queue is full."""
+  def deliver(self, seq: int, frame: str) -> bool:
+    """Write one live frame now (True) or queue it; end with 4408 when the queue is full."""
+    if self.live:
+      if seq <= self.last:
+        return False
+      if self.direct is not None and self.direct.write(frame):
+        self.last = seq
+        return True
+      self.live = False  # the socket is backed up: the send task waits for it
     if self.done.is_set():
-      return
+      return False
     if len(self.queue) >= self.limit:
       self.queue.clear()
       self.end(TOO_SLOW, f"client too slow: more than {self.limit} frames waiting")
-      return
+      return False
     self.queue.append((seq, frame))
     self.ready.set()
+    return False
 
   def end(self, code: int, reason: str) -> None:
     """Ask for the socket to be closed with a code (the first request wins)."""
+    self.live = False
     if not self.done.is_set():
       self.code, self.reason = code, reason
       self.done.set()
 
   def gone(self) -> None:
     """Record that the client went away."""
+    self.live = False
     self.disconnected = True
     self.done.set()
+
+
+class _GcTuning:
+  """Freezes long-lived objects after start-up and after batches of connects; collects rarely."""
+
+  active = 0  # tunings running in this process (a test may run several gateways)
+  saved: tuple[int, int, int] | None = None
+
+  def __init__(self, open_sessions: Callable[[], int]) -> None:
+    self._open_sessions = open_sessions
+    self._connects = 0
+    self._closes = 0
+    self._freeze_timer: asyncio.TimerHandle | None = None
+    self._thaw_timer: asyncio.TimerHandle | None = None
+    self.running = False
+
+  def start(self) -> None:
+    """Freeze what start-up made (it lives as long as the process) and raise the thresholds."""
+    if _GcTuning.active == 0:
+      _GcTuning.saved = gc.get_threshold()
+    _GcTuning.active += 1
+    self.running = True
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+  def stop(self) -> None:
+    """Cancel the timers; the last tuning of the process puts the collector back."""
+    if not self.running:
+      return
+    self.running = False
+    for timer in (self._freeze_timer, self._thaw_timer):
+      if timer is not None:
+        timer.cancel()
+    self._freeze_timer = self._thaw_timer = None
+    _GcTuning.active -= 1
+    if _GcTuning.active == 0 and _GcTuning.saved is not None:
+      gc.set_threshold(*_GcTuning.saved)
+      gc.unfreeze()
+
+  def opened(self) -> None:
+    """Count a new session; freeze a moment after every batch of them."""
+    if not self.running:
+      return
+    self._connects += 1
+    if self._connects >= FREEZE_EVERY_CONNECTS and self._freeze_timer is None:
+      loop = asyncio.get_running_loop()
+      self._freeze_timer = loop.call_later(FREEZE_DELAY_SEC, self._freeze)
+
+  def closed(self) -> None:
+    """Count a closed session; collect the frozen garbage once idle (or after many closes)."""
+    if not self.running:
+      return
+    self._closes += 1
+    if self._thaw_timer is None and self._thaw_due():
+      loop = asyncio.get_running_loop()
+      self._thaw_timer = loop.call_later(THAW_DELAY_SEC, self._thaw)
+
+  def _thaw_due(self) -> bool:
+    still_open = self._open_sessions()
+    if still_open == 0:
+      return self._closes > 0
+    return self._closes >= max(THAW_MIN_CLOSES, 2 * still_open)
+
+  def _freeze(self) -> None:
+    self._freeze_timer = None
+    self._connects = 0
+    gc.freeze()
+
+  def _thaw(self) -> None:
+    self._thaw_timer = None
+    if not self._thaw_due():
+      return
+    # Frozen objects of closed sessions that only a collection frees (reference cycles)
+    # would stay forever: collect everything once, then freeze what is left.
+    self._closes = 0
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class _Stats(Collector):
@@ -174,7 +372,7 @@ class Gateway:
   def __init__(self, settings: Settings) -> None:
     self.settings = settings
     self.registry = Registry(settings.kafka_bootstrap)
-    self.fanout = Fanout(settings.kafka_bootstrap)
+    self.fanout = Fanout(settings.kafka_bootstrap, on_sent=self._count_sent)
     self.redis: aioredis.Redis = aioredis.from_url(
       settings.redis_url,
       socket_timeout=5,
@@ -196,6 +394,7 @@ class Gateway:
     self._idle = asyncio.Event()
     self._idle.set()
     self._started = False
+    self.gc = _GcTuning(lambda: self.open)
     self.registry.add_listener(self._on_registry)
 
   async def start(self) -> None:
@@ -220,6 +419,7 @@ class Gateway:
     await self.fanout.stop()
     await self.registry.stop()
     await self.redis.aclose()
+    self.gc.stop()
 
   async def __aenter__(self) -> "Gateway":
     await self.start()
@@ -251,7 +451,7 @@ class Gateway:
       self.closes[refused.code] += 1
       await _close(ws, refused.code, refused.reason)
       return
-    session = Session(sid, self.settings.bond_ws_queue)
+    session = Session(sid, self.settings.bond_ws_queue, direct_writer(ws))
     self._add(session)
     tasks = [
       asyncio.create_task(self._pump(ws, session, start, record.spec.interval_sec * 1000)),
@@ -311,54 +511,54 @@ class Gateway:
       log.warning("gateway: cannot listen to %s: %s", sid, err)
       s.end(TRY_AGAIN, "live feed unavailable, try again later")
       return
-    last = start.after if start else None
+    if start is not None and start.after is not None:
+      s.last = start.after
     check_gap = start is not None
-    next_min = start.min_seq if start else 0
+    min_seq = start.min_seq if start else 0
     try:
       if start is not None:
-        last = await self._replay(ws, s, next_min, None, last)
-        next_min = start.min_seq if last is None else last + 1
+        await self._replay(ws, s, min_seq, None)
       while True:
+        if not check_gap and s.direct is not None and not s.done.is_set():
+          # Caught up and nothing queued or in flight: the fan-out may write directly.
+          s.live = True
         await s.ready.wait()
         s.ready.clear()
         while s.queue and not s.done.is_set():
           seq, frame = s.queue.popleft()
-          if last is not None and seq <= last:
+          if seq <= s.last:
             continue
           if check_gap:
             check_gap = False
-            last = await self._close_gap(ws, s, next_min, seq, last, interval_ms)
+            await self._close_gap(ws, s, min_seq, seq, interval_ms)
           await self._send(ws, s, frame)
-          last = seq
+          s.last = seq
     except (RedisError, OSError) as err:
       log.warning("gateway: replay of %s failed: %s", sid, err)
       s.end(TRY_AGAIN, "replay unavailable (Redis), try again later")
     except WebSocketDisconnect:
       s.gone()
 
-  async def _replay(
-    self, ws: WebSocket, s: Session, lo: int, hi: int | None, last: int | None
-  ) -> int | None:
+  async def _replay(self, ws: WebSocket, s: Session, lo: int, hi: int | None) -> None:
     async for seq, frame in self._ring(s.stream_id, lo, hi):
-      if last is not None and seq <= last:
+      if seq <= s.last:
         continue
       await self._send(ws, s, frame)
       self.replayed += 1
-      last = seq
-    return last
+      s.last = seq
 
   async def _close_gap(
-    self, ws: WebSocket, s: Session, lo: int, first_live: int, last: int | None, interval_ms: int
-  ) -> int | None:
+    self, ws: WebSocket, s: Session, lo: int, first_live: int, interval_ms: int
+  ) -> None:
     # The worker writes Kafka before Redis: an event the fan-out read just before this
     # socket registered may reach the ring only now. Read the ring up to the first live
     # event; while a window is missing next to the last one sent, give Redis a moment.
     for pause in (*GAP_RETRY_SEC, None):
-      last = await self._replay(ws, s, lo if last is None else last + 1, first_live - 1, last)
-      if last is None or first_live - last <= interval_ms or pause is None:
-        return last
+      nothing = s.last == NOTHING_SENT
+      await self._replay(ws, s, lo if nothing else s.last + 1, first_live - 1)
+      if s.last == NOTHING_SENT or first_live - s.last <= interval_ms or pause is None:
+        return
       await asyncio.sleep(pause)
-    return last
 
   async def _ring(self, sid: str, lo: int, hi: int | None) -> AsyncIterator[tuple[int, str]]:
     low, high = str(lo), "+" if hi is None else str(hi)
@@ -380,6 +580,11 @@ class Gateway:
     await ws.send_text(frame)
     self.msgs_out += 1
     self._pending[s.stream_id]["msgs_out"] += 1
+
+  def _count_sent(self, sid: str, n: int) -> None:
+    """Count the frames of one record the fan-out wrote directly to n sockets."""
+    self.msgs_out += n
+    self._pending[sid]["msgs_out"] += n
 
   async def _read(self, ws: WebSocket, s: Session) -> None:
     # Client messages mean nothing here: read and drop them, and end floods early.
@@ -406,6 +611,7 @@ class Gateway:
     self.sessions[s.stream_id].add(s)
     self.open += 1
     self._idle.clear()
+    self.gc.opened()
 
   def _remove(self, s: Session) -> None:
     self.fanout.unsubscribe(s.stream_id, s)
@@ -415,6 +621,7 @@ class Gateway:
       self.open -= 1
       if not group:
         del self.sessions[s.stream_id]
+      self.gc.closed()
     if self.open == 0:
       self._idle.set()
 
@@ -547,9 +754,13 @@ def create_gateway_app(
     async with Gateway(conf) as gateway:
       app.state.gateway = gateway
       restore = _hook_signals(gateway) if handle_signals else None
+      # With thousands of sockets a full collection walks millions of objects (pauses
+      # over a second): freeze what start-up made and collect rarely.
+      gateway.gc.start()
       try:
         yield {"gateway": gateway}
       finally:
+        gateway.gc.stop()
         if restore is not None:
           restore()
 
@@ -559,4 +770,5 @@ def create_gateway_app(
     Route("/readyz", _readyz),
     Route("/metrics", _metrics),
   ]
-  return Starlette(routes=routes, lifespan=lifespan)
+  # Outermost user middleware: it sees the server's own `send`, which the direct writes need.
+  return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(_KeepServerSend)])
