@@ -233,7 +233,7 @@ class RawReader:
 
 def settled() -> bool:
   """Return whether the registry is loaded and no rebalance or table recovery is under way."""
-  recovered = app.tables.recovery.completed.is_set()
+  recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
   return state.ready.is_set() and recovered and not app.rebalancing and not app.in_recovery
 
 

@@ -3,6 +3,7 @@
 from aiohttp.web import Response
 
 from bond.agents.app import app, settings
+from bond.agents.panes import settled
 from bond.agents.state import state
 from bond.topics.admin import ensure_catalog
 
@@ -14,12 +15,11 @@ async def start_registry() -> None:
   await state.start()
 
 
-@app.page("/bond/ready")
+@app.page("/bond/ready")  # type: ignore[arg-type]
 async def ready_page(web, request) -> Response:  # type: ignore[no-untyped-def]
   """Answer 200 once the registry is loaded and partitions are assigned."""
   assigned = bool(app.consumer.assignment()) if app.consumer else False
-  recovered = app.tables.recovery.completed.is_set() and not app.in_recovery
-  ok = state.ready.is_set() and assigned and recovered and not app.rebalancing
+  ok = settled() and assigned
   body = {
     "ready": ok,
     "streams": len(state.streams),
@@ -29,7 +29,7 @@ async def ready_page(web, request) -> Response:  # type: ignore[no-untyped-def]
   return web.json(body, status=200 if ok else 503)
 
 
-@app.page("/bond/stats")
+@app.page("/bond/stats")  # type: ignore[arg-type]
 async def stats_page(web, request) -> Response:  # type: ignore[no-untyped-def]
   """Answer the worker's counters: stage 1, sink, feeds."""
   from bond.agents.feeds import runner

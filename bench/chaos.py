@@ -698,10 +698,14 @@ async def run_chaos(cfg: Config, home: Path, results_path: Path | None = None) -
       gaps.append(f"windows whose values differ from a recount of bond.raw.ccxt, by fault: {short}")
     empty = {r["fault"]: r["empty"] for r in rows if r["empty"]}
     if empty:
-      gaps.append(f"windows of trade streams without any trade while the sim exchange was trading: {empty}")
+      gaps.append(
+        f"windows of trade streams without any trade while the sim exchange was trading: {empty}"
+      )
     missed = {r["fault"]: r["trades_not_ingested"] for r in rows if r["trades_not_ingested"]}
     if missed:
-      gaps.append(f"exchange trades never ingested into bond.raw.ccxt (sim trade-id gaps): {missed}")
+      gaps.append(
+        f"exchange trades never ingested into bond.raw.ccxt (sim trade-id gaps): {missed}"
+      )
     result["data_gaps"] = gaps
     result["lost"], result["duplicated"], result["bad_values"] = lost, dup, bad_values
     result["ok"] = lost == 0 and dup == 0 and bad_values == 0 and not run.problems

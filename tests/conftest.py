@@ -86,7 +86,7 @@ class WorkerProcess:
 
   def __init__(self, env: dict[str, str], web_port: int, log_path: Path) -> None:
     self.env, self.web_port, self.log_path = env, web_port, log_path
-    self.proc: "subprocess.Popen[bytes] | None" = None
+    self.proc: subprocess.Popen[bytes] | None = None
 
   def start(self, timeout_sec: float = 90.0) -> "WorkerProcess":
     import subprocess
@@ -96,8 +96,10 @@ class WorkerProcess:
 
     faust = str(Path(sys.executable).parent / "faust")
     cmd = [faust, "-A", "bond.agents.app", "worker", "-l", "info", "--web-port", str(self.web_port)]
-    self.log = open(self.log_path, "ab")  # noqa: SIM115
-    self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    self.log = open(self.log_path, "ab")
+    self.proc = subprocess.Popen(
+      cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+    )
     deadline = time.monotonic() + timeout_sec
     while time.monotonic() < deadline:
       if self.proc.poll() is not None:

@@ -50,10 +50,27 @@ CONTROL_FEEDS = TopicSpec(
   value="FeedSpec {source, exchange, symbol, params} or tombstone when no stream needs it",
   compacted=True,
 )
-RAW_CCXT = TopicSpec(PREFIX + "bond.raw.ccxt", key="symbol (BTC/USDT)", value="RawTick or Heartbeat", retention_ms=24 * HOUR_MS)
-RAW_X = TopicSpec(PREFIX + "bond.raw.x", key="symbol (BTC)", value="Tweet or Heartbeat", retention_ms=24 * HOUR_MS)
-RAW_ONCHAIN = TopicSpec(PREFIX + "bond.raw.onchain", key="chain (sol)", value="OnchainEvent or Heartbeat", retention_ms=24 * HOUR_MS)
-RAW_CUSTOM = TopicSpec(PREFIX + "bond.raw.custom", key="source id", value="CustomEvent or Heartbeat", retention_ms=24 * HOUR_MS)
+RAW_CCXT = TopicSpec(
+  PREFIX + "bond.raw.ccxt",
+  key="symbol (BTC/USDT)",
+  value="RawTick or Heartbeat",
+  retention_ms=24 * HOUR_MS,
+)
+RAW_X = TopicSpec(
+  PREFIX + "bond.raw.x", key="symbol (BTC)", value="Tweet or Heartbeat", retention_ms=24 * HOUR_MS
+)
+RAW_ONCHAIN = TopicSpec(
+  PREFIX + "bond.raw.onchain",
+  key="chain (sol)",
+  value="OnchainEvent or Heartbeat",
+  retention_ms=24 * HOUR_MS,
+)
+RAW_CUSTOM = TopicSpec(
+  PREFIX + "bond.raw.custom",
+  key="source id",
+  value="CustomEvent or Heartbeat",
+  retention_ms=24 * HOUR_MS,
+)
 PANES = TopicSpec(
   PREFIX + "bond.panes",
   key="stream_id",
@@ -64,7 +81,15 @@ PANES = TopicSpec(
 STREAM_TOPIC_PREFIX = PREFIX + "bond.stream."
 STREAM_RETENTION_MS = HOUR_MS
 RAW_TOPICS = {"ccxt": RAW_CCXT, "twitter": RAW_X, "onchain": RAW_ONCHAIN, "custom": RAW_CUSTOM}
-CATALOG: tuple[TopicSpec, ...] = (CONTROL_STREAMS, CONTROL_FEEDS, RAW_CCXT, RAW_X, RAW_ONCHAIN, RAW_CUSTOM, PANES)
+CATALOG: tuple[TopicSpec, ...] = (
+  CONTROL_STREAMS,
+  CONTROL_FEEDS,
+  RAW_CCXT,
+  RAW_X,
+  RAW_ONCHAIN,
+  RAW_CUSTOM,
+  PANES,
+)
 
 
 def stream_topic(stream_id: str) -> TopicSpec:

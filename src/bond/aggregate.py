@@ -229,7 +229,9 @@ def compose_window(
       wanted += src.event_types
   onchain_out = {kind: onchain.get(kind, 0) for kind in dict.fromkeys(wanted)}
   symbols = spec.symbols
-  per_symbol = {pair: _symbol_fields(by_pair.get(pair, {}), tweets.get(base_asset(pair), 0)) for pair in symbols}
+  per_symbol = {
+    pair: _symbol_fields(by_pair.get(pair, {}), tweets.get(base_asset(pair), 0)) for pair in symbols
+  }
   top = per_symbol[symbols[0]] if symbols else _symbol_fields({}, 0)
   event: dict[str, Any] = {
     "stream_id": stream_id,

@@ -44,11 +44,19 @@ def cmd_up(args: argparse.Namespace) -> int:
   market = args.market or settings.bond_market
   stack = _stack(args)
   if stack.running():
-    raise BondError(f"Bond is already running from {stack.home} (see `bond status`; stop it with `bond down`)")
+    raise BondError(
+      f"Bond is already running from {stack.home} (see `bond status`; stop it with `bond down`)"
+    )
   started = time.monotonic()
-  print(f"Bond {__version__}: starting the local platform ({market} market) under {stack.home}", flush=True)
+  print(
+    f"Bond {__version__}: starting the local platform ({market} market) under {stack.home}",
+    flush=True,
+  )
   java_version()
-  print(f"  … kafka    jars for Apache Kafka {KAFKA_VERSION} (cached in {kafka_libs().parent})", flush=True)
+  print(
+    f"  … kafka    jars for Apache Kafka {KAFKA_VERSION} (cached in {kafka_libs().parent})",
+    flush=True,
+  )
   parts = [stack.kafka_part()]
   redis = stack.redis_part()
   if redis is None:
@@ -59,9 +67,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings.require_safe_secret()
     parts += stack.platform_parts(market)
   stack.up(parts, stack.process_env(market), _progress)
-  print(f"Bond is up in {time.monotonic() - started:.1f}s. Logs: {stack.logs}  (bond logs, bond status, bond down)")
+  print(
+    f"Bond is up in {time.monotonic() - started:.1f}s. Logs: {stack.logs}  (bond logs, bond status, bond down)"
+  )
   if not args.infra_only:
-    print(f"  REST API  http://127.0.0.1:{stack.api_port}   WebSocket  ws://127.0.0.1:{stack.ws_port}")
+    print(
+      f"  REST API  http://127.0.0.1:{stack.api_port}   WebSocket  ws://127.0.0.1:{stack.ws_port}"
+    )
   return 0
 
 
@@ -121,7 +133,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.environ["BOND_MARKET"] = "sim"
     cmd_up(args)
   args.target, args.from_, args.format = [args.sentence], None, "table"
-  print(f'\nCreating "{args.sentence}" and listening (Ctrl-C to stop; `bond down` stops the platform)\n')
+  print(
+    f'\nCreating "{args.sentence}" and listening (Ctrl-C to stop; `bond down` stops the platform)\n'
+  )
   return cmd_listen(args)
 
 
@@ -140,11 +154,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
   with _client(args).sync() as client:
     streams = client.list_streams()
   if not streams:
-    print("no streams (create one: bond create \"BTC price + tweets every 5s\")")
+    print('no streams (create one: bond create "BTC price + tweets every 5s")')
   for s in streams:
     spec = s["spec"]
     kinds = "+".join(src["type"] for src in spec["sources"])
-    print(f"{s['stream_id']}  {','.join(spec['symbols']) or '-':<20} {kinds:<22} every {spec['interval_sec']}s")
+    print(
+      f"{s['stream_id']}  {','.join(spec['symbols']) or '-':<20} {kinds:<22} every {spec['interval_sec']}s"
+    )
   return 0
 
 
@@ -180,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest="command", metavar="command")
 
   p = sub.add_parser("up", help="start Kafka, Redis and the platform in the background")
-  p.add_argument("--market", choices=["live", "sim"], help="market data source (default: BOND_MARKET)")
+  p.add_argument(
+    "--market", choices=["live", "sim"], help="market data source (default: BOND_MARKET)"
+  )
   p.add_argument("--infra-only", action="store_true", help="start only Kafka and Redis")
   p.set_defaults(func=cmd_up)
   sub.add_parser("down", help="stop everything `bond up` started").set_defaults(func=cmd_down)
@@ -190,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("-f", "--follow", action="store_true")
   p.add_argument("-n", "--lines", type=int, default=40)
   p.set_defaults(func=cmd_logs)
-  p = sub.add_parser("kafka", help="run a Kafka console tool: console-consumer, console-producer, topics, consumer-groups")
+  p = sub.add_parser(
+    "kafka",
+    help="run a Kafka console tool: console-consumer, console-producer, topics, consumer-groups",
+  )
   p.add_argument("tool")
   p.add_argument("args", nargs=argparse.REMAINDER)
   p.set_defaults(func=cmd_kafka)
@@ -207,7 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("listen", help="print a stream's events (a sentence or a stream id)")
   p.add_argument("target", nargs="+")
   p.add_argument("--from", dest="from_", help="replay first: now-60s, now-5m, an ISO time or a seq")
-  p.add_argument("--format", choices=["table", "json"], default=None, help="default: table on a terminal, json otherwise")
+  p.add_argument(
+    "--format",
+    choices=["table", "json"],
+    default=None,
+    help="default: table on a terminal, json otherwise",
+  )
   p.set_defaults(func=cmd_listen)
   return parser
 

@@ -517,8 +517,8 @@ class DevStack:
           part.on_ready()
         progress(part.name, "ready", time.monotonic() - started)
         return
-      info = self.rpc().supervisor.getProcessInfo(part.name)
-      if info["statename"] in ("FATAL", "EXITED", "BACKOFF"):  # type: ignore[index]
+      info: dict[str, object] = self.rpc().supervisor.getProcessInfo(part.name)  # type: ignore[assignment]
+      if info["statename"] in ("FATAL", "EXITED", "BACKOFF"):
         tail = _tail(self.logs / f"{part.name}.log", 8)
         raise DevStackError(f"{part.name} exited while starting; last log lines:\n{tail}")
       time.sleep(0.25)

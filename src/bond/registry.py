@@ -34,11 +34,15 @@ class StreamRecord(BaseModel):
   created_at_ms: int
 
 
-def new_record(stream_id: str, owner: str, spec: StreamSpec, now_ms: int | None = None) -> StreamRecord:
+def new_record(
+  stream_id: str, owner: str, spec: StreamSpec, now_ms: int | None = None
+) -> StreamRecord:
   """Return a StreamRecord created now."""
   ms = int(time.time() * 1000) if now_ms is None else now_ms
   created = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-  return StreamRecord(stream_id=stream_id, owner=owner, spec=spec, created_at=created, created_at_ms=ms)
+  return StreamRecord(
+    stream_id=stream_id, owner=owner, spec=spec, created_at=created, created_at_ms=ms
+  )
 
 
 class Registry:
@@ -172,7 +176,9 @@ class RegistryWriter:
   """Writes StreamRecords and tombstones to `bond.control.streams` (acks=all, idempotent)."""
 
   def __init__(self, bootstrap: str, topic: str = CONTROL_STREAMS.name) -> None:
-    self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    self._producer = AIOKafkaProducer(
+      bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
+    )
     self._topic = topic
     self._started = False
 

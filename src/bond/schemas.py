@@ -149,7 +149,8 @@ class OnchainSource(BaseModel):
   type: Literal["onchain"] = "onchain"
   chain: Literal["sol"] = "sol"
   event_types: list[Literal["tx", "transfer", "block", "account", "metric"]] = Field(
-    default_factory=lambda: ["tx", "transfer"], min_length=1
+    default_factory=lambda: ["tx", "transfer"],  # type: ignore[arg-type]
+    min_length=1,
   )
 
 
@@ -158,7 +159,9 @@ class CustomMapping(BaseModel):
 
   model_config = ConfigDict(extra="forbid")
 
-  ts: str | None = Field(None, description="path of the event time (epoch s or ms); receive time if absent")
+  ts: str | None = Field(
+    None, description="path of the event time (epoch s or ms); receive time if absent"
+  )
   price: str | None = None
   amount: str | None = None
   symbol: str | None = None
@@ -205,7 +208,9 @@ class StreamSpec(BaseModel):
 
   sources: list[Source] = Field(min_length=1, max_length=8)
   symbols: list[str] = Field(default_factory=list, max_length=20)
-  interval_sec: int = Field(5, ge=1, le=3600, description="window length in whole seconds, 1 to 3600")
+  interval_sec: int = Field(
+    5, ge=1, le=3600, description="window length in whole seconds, 1 to 3600"
+  )
   exchanges: list[str] | None = Field(None, max_length=10)
 
   @model_validator(mode="before")
@@ -259,7 +264,7 @@ class StreamSpec(BaseModel):
       self.symbols = _dedupe(found)
     needs_symbols = any(isinstance(s, CcxtSource | TwitterSource) for s in self.sources)
     if needs_symbols and not self.symbols:
-      raise ValueError("symbols: give at least one symbol, e.g. [\"BTC/USDT\"]")
+      raise ValueError('symbols: give at least one symbol, e.g. ["BTC/USDT"]')
     return self
 
   def pairs_for(self, source: CcxtSource) -> list[str]:

@@ -28,13 +28,20 @@ def test_wheel_installs_and_runs_cli_and_worker(infra, tmp_path):
   pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
   subprocess.run([*pip, f"{wheel}[server]"], check=True, capture_output=True, timeout=600)
 
-  help_out = subprocess.run([str(venv / "bin" / "bond"), "--help"], capture_output=True, text=True, check=True)
+  help_out = subprocess.run(
+    [str(venv / "bin" / "bond"), "--help"], capture_output=True, text=True, check=True
+  )
   assert Path(venv / "bin" / "faust").exists()
   assert "bond" in help_out.stdout and "listen" in help_out.stdout
 
   tag = uuid.uuid4().hex[:8]
   port = free_port()
-  env = {**os.environ, "BOND_TOPIC_PREFIX": f"w{tag}.", "BOND_APP_ID": f"bond-w{tag}", "BOND_FEEDS": "off"}
+  env = {
+    **os.environ,
+    "BOND_TOPIC_PREFIX": f"w{tag}.",
+    "BOND_APP_ID": f"bond-w{tag}",
+    "BOND_FEEDS": "off",
+  }
   env.pop("PYTHONPATH", None)
   worker = subprocess.Popen(
     [str(venv / "bin" / "faust"), "-A", "bond.agents.app", "worker", "-l", "info", "--web-port", str(port)],

@@ -37,7 +37,9 @@ async def test_produce_and_consume_through_the_broker(infra, unique):
       await producer.send_and_wait(topic, json.dumps({"i": i}).encode(), key=b"k")
   finally:
     await producer.stop()
-  consumer = AIOKafkaConsumer(topic, bootstrap_servers=infra["bootstrap"], auto_offset_reset="earliest")
+  consumer = AIOKafkaConsumer(
+    topic, bootstrap_servers=infra["bootstrap"], auto_offset_reset="earliest"
+  )
   await consumer.start()
   try:
     got = []

@@ -4,12 +4,12 @@ import time
 
 import pytest
 
-from tests.integration.pipeline import deployment, trade  # noqa: F401
+from tests.integration.pipeline import trade
 
 pytestmark = pytest.mark.integration
 
 
-async def test_exact_values_boundaries_and_joined_sources(deployment, worker_factory):  # noqa: F811
+async def test_exact_values_boundaries_and_joined_sources(deployment, worker_factory):
   now = int(time.time() * 1000)
   interval = 2000
   ex = "testex"
@@ -68,7 +68,9 @@ async def test_exact_values_boundaries_and_joined_sources(deployment, worker_fac
   )
   await deployment.flush()
 
-  first_end = -(-(now + 1000) // interval) * interval + interval  # first boundary a pane after creation
+  first_end = (
+    -(-(now + 1000) // interval) * interval + interval
+  )  # first boundary a pane after creation
   expected = (end - first_end) // interval + 1
   events = await deployment.windows(sid, expected)
   by_seq = {e["seq"]: e for e in events}

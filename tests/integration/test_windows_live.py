@@ -1,8 +1,8 @@
 """Windows over live traffic: crash recovery, two workers, lateness, late events, deletion."""
 
 import asyncio
-import os
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tests.integration.pipeline import Deployment, deployment, trade  # noqa: F401
+from tests.integration.pipeline import Deployment, trade
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ def assert_consecutive(events: list[dict], interval_ms: int) -> None:
   )
 
 
-async def test_kill_9_and_restart_loses_and_duplicates_nothing(deployment, worker_factory):  # noqa: F811
+async def test_kill_9_and_restart_loses_and_duplicates_nothing(deployment, worker_factory):
   ex = "crashex"
   sid = await deployment.create({"sources": ["ccxt"], "symbols": ["ETH/USDT"], "interval_sec": 1, "exchanges": [ex]},
                                 created_ms=int(time.time() * 1000))  # fmt: skip
@@ -118,7 +118,7 @@ async def test_kill_9_and_restart_loses_and_duplicates_nothing(deployment, worke
   print("kafka duplicate windows after kill -9:", sum(c - 1 for c in dupes.values()))
 
 
-async def test_two_workers_give_the_same_output_as_one(deployment, worker_factory):  # noqa: F811
+async def test_two_workers_give_the_same_output_as_one(deployment, worker_factory):
   symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT"]
   now = int(time.time() * 1000)
   ex = "twoex"
@@ -149,7 +149,7 @@ async def test_two_workers_give_the_same_output_as_one(deployment, worker_factor
 
 async def test_dead_feed_window_arrives_after_lateness_and_late_events_are_counted(
   deployment, worker_factory
-):  # noqa: F811
+):
   ex = "lateex"
   now = int(time.time() * 1000)
   sid = await deployment.create({"sources": ["ccxt"], "symbols": ["DOGE/USDT"], "interval_sec": 1, "exchanges": [ex]},
@@ -175,7 +175,7 @@ async def test_dead_feed_window_arrives_after_lateness_and_late_events_are_count
   assert all(e["trades"] == 0 for e in again)
 
 
-async def test_several_symbols_fill_by_symbol_and_deleted_stream_stops(deployment, worker_factory):  # noqa: F811
+async def test_several_symbols_fill_by_symbol_and_deleted_stream_stops(deployment, worker_factory):
   ex = "multiex"
   now = int(time.time() * 1000)
   spec = {

@@ -24,7 +24,9 @@ def test_compose_has_every_part_of_the_platform():
 def test_compose_ports_match_the_local_defaults():
   services = _compose()["services"]
   defaults = Settings.model_construct(**{k: f.default for k, f in Settings.model_fields.items()})
-  published = {name: [p.split(":")[-1] for p in svc.get("ports", [])] for name, svc in services.items()}
+  published = {
+    name: [p.split(":")[-1] for p in svc.get("ports", [])] for name, svc in services.items()
+  }
   assert published["api"] == [str(defaults.api_port)]
   assert published["gateway"] == [str(defaults.ws_port)]
   assert published["redis"] == [defaults.redis_url.rsplit(":", 1)[-1]]
@@ -40,5 +42,7 @@ def test_compose_environment_names_only_real_settings():
   for name in ("worker", "api", "gateway", "sim"):
     env = services[name]["environment"]
     assert set(env) <= fields, f"{name}: unknown variables {set(env) - fields}"
-    assert env["KAFKA_BOOTSTRAP"].startswith("kafka:") and env["REDIS_URL"].startswith("redis://redis:")
+    assert env["KAFKA_BOOTSTRAP"].startswith("kafka:") and env["REDIS_URL"].startswith(
+      "redis://redis:"
+    )
     Settings(**{k.lower(): v for k, v in env.items() if "${" not in str(v)})  # values validate
