@@ -90,8 +90,10 @@ def _due(st: dict[str, Any], behind: list[str], end: int, now_ms: int) -> bool:
   """Return whether a window still missing feeds `behind` must go out now, incomplete."""
   if now_ms < end + LATENESS_MS:
     return False
-  if _settled_since[0] is None or now_ms < _settled_since[0] + RECOVERY_GRACE_MS:
-    return False  # just (re)started: the replay of what was not committed comes first
+  if _settled_since[0] is None:
+    return False
+  if st.get("seen") and now_ms < _settled_since[0] + RECOVERY_GRACE_MS:
+    return False  # just (re)started: the replay and the feeds' backfill come first
   if now_ms >= end + MAX_WAIT_MS:
     return True
   if _last_input_ms[0] and now_ms - _last_input_ms[0] >= LATENESS_MS:

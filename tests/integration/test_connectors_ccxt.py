@@ -2,7 +2,6 @@
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import ccxt
@@ -14,38 +13,9 @@ from bond.connectors.ccxt_poll import CcxtPoller
 from bond.connectors.ccxt_ws import CcxtWsFeed
 from bond.schemas import Heartbeat, RawTick
 from bond.sim.exchange import SimExchange
+from tests.integration.peers import collect, peer_fixture
 
-
-@pytest.fixture
-async def sim_factory() -> AsyncIterator[Callable[..., Any]]:
-  """Return a factory of started sim exchanges, all stopped afterwards."""
-  made: list[SimExchange] = []
-
-  async def make(**kwargs: Any) -> SimExchange:
-    sim = SimExchange(port=0, **kwargs)
-    await sim.start()
-    made.append(sim)
-    return sim
-
-  yield make
-  for sim in made:
-    await sim.stop()
-
-
-async def collect(
-  feed: Any, until: Callable[[list[Any]], bool], wait_sec: float = 15.0
-) -> list[Any]:
-  """Read events from a connector until `until(events)` holds."""
-  got: list[Any] = []
-
-  async def run() -> None:
-    async for ev in feed:
-      got.append(ev)
-      if until(got):
-        return
-
-  await asyncio.wait_for(run(), wait_sec)
-  return got
+sim_factory = peer_fixture(SimExchange)
 
 
 def trades_of(events: list[Any], symbol: str, exchange: str | None = None) -> list[int]:

@@ -1,16 +1,13 @@
 """The custom WebSocket connector (websockets client) against the local JSON feed peer."""
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
 from typing import Any
-
-import pytest
 
 from bond.connectors.backoff import Backoff
 from bond.connectors.custom_ws import CustomWsFeed
 from bond.schemas import CustomEvent, CustomMapping, CustomSource, Heartbeat
 from bond.sim.feed_peer import FeedPeer
+from tests.integration.peers import collect, peer_fixture
 
 MAPPING = CustomMapping(
   ts="data.T", price="data.p", amount="data.q", symbol="data.s", filter={"type": "trade"}
@@ -18,36 +15,7 @@ MAPPING = CustomMapping(
 FAST = Backoff(base_sec=0.05, max_sec=0.2, jitter=0)
 
 
-@pytest.fixture
-async def feed_peer_factory() -> AsyncIterator[Callable[..., Any]]:
-  """Return a factory of started feed peers, all stopped afterwards."""
-  made: list[FeedPeer] = []
-
-  async def make(**kwargs: Any) -> FeedPeer:
-    peer = FeedPeer(port=0, **kwargs)
-    await peer.start()
-    made.append(peer)
-    return peer
-
-  yield make
-  for peer in made:
-    await peer.stop()
-
-
-async def collect(
-  feed: Any, until: Callable[[list[Any]], bool], wait_sec: float = 10.0
-) -> list[Any]:
-  """Read events from a connector until `until(events)` holds."""
-  got: list[Any] = []
-
-  async def run() -> None:
-    async for ev in feed:
-      got.append(ev)
-      if until(got):
-        return
-
-  await asyncio.wait_for(run(), wait_sec)
-  return got
+feed_peer_factory = peer_fixture(FeedPeer)
 
 
 def customs(events: list[Any]) -> list[CustomEvent]:

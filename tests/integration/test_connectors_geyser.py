@@ -1,47 +1,15 @@
 """The Geyser connector over real gRPC (grpc.aio) against the local Yellowstone peer."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from typing import Any
-
-import pytest
 
 from bond.connectors.backoff import Backoff
 from bond.connectors.geyser import GeyserFeed, channel_target
 from bond.schemas import Heartbeat, OnchainEvent
 from bond.sim.geyser_peer import GeyserPeer
+from tests.integration.peers import collect, peer_fixture
 
-
-@pytest.fixture
-async def peer_factory() -> AsyncIterator[Callable[..., Any]]:
-  """Return a factory of started Geyser peers, all stopped afterwards."""
-  made: list[GeyserPeer] = []
-
-  async def make(**kwargs: Any) -> GeyserPeer:
-    peer = GeyserPeer(port=0, **kwargs)
-    await peer.start()
-    made.append(peer)
-    return peer
-
-  yield make
-  for peer in made:
-    await peer.stop()
-
-
-async def collect(
-  feed: Any, until: Callable[[list[Any]], bool], wait_sec: float = 10.0
-) -> list[Any]:
-  """Read events from a connector until `until(events)` holds."""
-  got: list[Any] = []
-
-  async def run() -> None:
-    async for ev in feed:
-      got.append(ev)
-      if until(got):
-        return
-
-  await asyncio.wait_for(run(), wait_sec)
-  return got
+peer_factory = peer_fixture(GeyserPeer)
 
 
 def blocks(events: list[Any]) -> list[int]:

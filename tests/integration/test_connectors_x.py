@@ -2,16 +2,15 @@
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from bond.connectors.backoff import Backoff
 from bond.connectors.x_stream import XStream
 from bond.schemas import Heartbeat, Tweet
 from bond.sim.x_peer import XPeer
+from tests.integration.peers import collect, peer_fixture
 
 FAST = {
   "network_backoff": Backoff(base_sec=0.05, max_sec=0.2, linear=True, jitter=0),
@@ -20,36 +19,7 @@ FAST = {
 }
 
 
-@pytest.fixture
-async def x_peer_factory() -> AsyncIterator[Callable[..., Any]]:
-  """Return a factory of started X peers, all stopped afterwards."""
-  made: list[XPeer] = []
-
-  async def make(**kwargs: Any) -> XPeer:
-    peer = XPeer(port=0, **kwargs)
-    await peer.start()
-    made.append(peer)
-    return peer
-
-  yield make
-  for peer in made:
-    await peer.stop()
-
-
-async def collect(
-  feed: Any, until: Callable[[list[Any]], bool], wait_sec: float = 10.0
-) -> list[Any]:
-  """Read events from a connector until `until(events)` holds."""
-  got: list[Any] = []
-
-  async def run() -> None:
-    async for ev in feed:
-      got.append(ev)
-      if until(got):
-        return
-
-  await asyncio.wait_for(run(), wait_sec)
-  return got
+x_peer_factory = peer_fixture(XPeer)
 
 
 def tweets(events: list[Any]) -> list[Tweet]:
