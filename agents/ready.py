@@ -43,3 +43,11 @@ async def stats_page(web, request) -> Response:  # type: ignore[no-untyped-def]
     "feeds": {"running": sorted(runner.running), **runner.stats},
   }
   return web.json(body)
+
+
+@app.page("/metrics")  # type: ignore[arg-type]
+async def metrics_page(web, request) -> Response:  # type: ignore[no-untyped-def]
+  """Answer the worker's Prometheus metrics."""
+  from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+  return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -5,6 +5,7 @@ refused by Redis rather than stored twice; the gateway also sends only increasin
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError, ResponseError
 
 from bond.agents.app import app, settings
@@ -24,6 +26,26 @@ from bond.topics.admin import TopicAdmin
 log = logging.getLogger(__name__)
 
 RESERVOIR = 1024
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# Prometheus, served by the worker at /metrics (per stream, like GET /v1/streams/{id}/metrics).
+WINDOWS = Counter("bond_worker_windows_total", "windows emitted", ["stream_id"])
+MSGS_IN = Counter(
+  "bond_worker_msgs_in_total", "raw events merged into emitted windows", ["stream_id"]
+)
+LATE = Counter(
+  "bond_worker_late_total", "events that arrived after their window was out", ["stream_id"]
+)
+EMIT_LAG = Histogram(
+  "bond_worker_emit_lag_seconds",
+  "window emitted minus window end",
+  ["stream_id"],
+  buckets=LAG_BUCKETS,
+)
+LATENCY = Histogram(
+  "bond_worker_processing_latency_seconds", "raw event received (ts_ingest) to aggregated", ["stream_id"],
+  buckets=LAG_BUCKETS,
+)  # fmt: skip
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -57,16 +79,27 @@ class Sink:
     self.counts[sid]["msgs_in"] += msgs_in
     self.lag_ms[sid].append(float(lag_ms))
     self.stats["emitted"] += 1
+    WINDOWS.labels(sid).inc()
+    MSGS_IN.labels(sid).inc(msgs_in)
+    EMIT_LAG.labels(sid).observe(max(0, lag_ms) / 1000)
 
   def count(self, sid: str, field: str, n: int) -> None:
     self.counts[sid][field] += n
+    if field == "late":
+      LATE.labels(sid).inc(n)
 
   def latency(self, sid: str, samples: list[float]) -> None:
     self.latency_ms[sid].extend(samples)
+    hist = LATENCY.labels(sid)
+    for sample in samples:
+      hist.observe(sample / 1000)
 
   def forget(self, sid: str) -> None:
     for store in (self.counts, self.latency_ms, self.lag_ms, self._topics):
       store.pop(sid, None)
+    for metric in (WINDOWS, MSGS_IN, LATE, EMIT_LAG, LATENCY):
+      with contextlib.suppress(KeyError):
+        metric.remove(sid)
 
   @property
   def redis(self) -> aioredis.Redis:

@@ -1,7 +1,9 @@
 """Exact window values through real Kafka, a real Faust worker and real Redis."""
 
+import re
 import time
 
+import httpx
 import pytest
 
 from tests.integration.pipeline import trade
@@ -24,7 +26,7 @@ async def test_exact_values_boundaries_and_joined_sources(deployment, worker_fac
     "exchanges": [ex],
   }
   sid = await deployment.create(spec, created_ms=now)
-  worker_factory().start()
+  worker = worker_factory().start()
   w0 = -(-now // interval) * interval + interval * 3  # a window comfortably in the future
   # Window [w0, w0+2000): three trades, a boundary trade at exactly w0 (belongs here), a tweet,
   # two on-chain events; the trade at w0+2000 belongs to the next window.
@@ -104,3 +106,10 @@ async def test_exact_values_boundaries_and_joined_sources(deployment, worker_fac
     and empty["trades"] == 0
     and empty["onchain"] == {"tx": 0, "transfer": 0}
   )
+
+  # The worker's Prometheus metrics count this stream's windows and its emit lag.
+  async with httpx.AsyncClient() as client:
+    text = (await client.get(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=5)).text
+  counts = re.findall(rf'bond_worker_windows_total{{stream_id="{sid}"}} ([0-9.]+)', text)
+  assert counts and float(counts[0]) >= len(events)  # more may have closed since
+  assert f'bond_worker_emit_lag_seconds_count{{stream_id="{sid}"}}' in text
