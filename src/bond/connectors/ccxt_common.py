@@ -11,7 +11,8 @@ from bond.schemas import RawTick
 log = logging.getLogger(__name__)
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+  """Return `value` as a finite float, or None for anything else (bools, NaN, text)."""
   if value is None or isinstance(value, bool):
     return None
   try:
@@ -22,7 +23,7 @@ def _number(value: Any) -> float | None:
 
 
 def _ts(value: Any) -> int | None:
-  number = _number(value)
+  number = finite_number(value)
   return int(number) if number is not None and number > 0 else None
 
 
@@ -34,8 +35,8 @@ def parse_trade(trade: dict[str, Any], exchange: str, symbol: str, sim: bool) ->
    "price": 68123.5, "amount": 0.0123, "cost": 837.9, "info": {"e": "trade", "t": 1843, ...}}
   """
   price, amount, ts = (
-    _number(trade.get("price")),
-    _number(trade.get("amount")),
+    finite_number(trade.get("price")),
+    finite_number(trade.get("amount")),
     _ts(trade.get("timestamp")),
   )
   if price is None or price <= 0 or amount is None or amount < 0 or ts is None:
@@ -62,7 +63,7 @@ def parse_ticker(ticker: dict[str, Any], exchange: str, symbol: str, sim: bool) 
   {"symbol": "BTC/USDT", "timestamp": 1761053405000, "last": 68123.5, "bid": 68123.4,
    "ask": 68123.6, "baseVolume": 1523.2, "info": {"e": "24hrTicker", "c": "68123.5", ...}}
   """
-  price = _number(ticker.get("last")) or _number(ticker.get("close"))
+  price = finite_number(ticker.get("last")) or finite_number(ticker.get("close"))
   if price is None or price <= 0:
     return None
   ts = _ts(ticker.get("timestamp")) or now_ms()
@@ -79,10 +80,13 @@ def parse_liquidation(liq: dict[str, Any], exchange: str, symbol: str, sim: bool
    "contracts": 0.5, "contractSize": 1, "baseValue": 0.5, "side": "sell",
    "info": {"s": "BTCUSDT", "S": "SELL", "q": "0.5", "p": "68050.1", "T": 1761053405012}}
   """
-  price, ts = _number(liq.get("price")), _ts(liq.get("timestamp"))
-  amount = _number(liq.get("baseValue"))
+  price, ts = finite_number(liq.get("price")), _ts(liq.get("timestamp"))
+  amount = finite_number(liq.get("baseValue"))
   if amount is None:
-    contracts, size = _number(liq.get("contracts")), _number(liq.get("contractSize")) or 1.0
+    contracts, size = (
+      finite_number(liq.get("contracts")),
+      finite_number(liq.get("contractSize")) or 1.0,
+    )
     amount = None if contracts is None else contracts * size
   if price is None or price <= 0 or ts is None:
     return None

@@ -3,7 +3,6 @@
 import asyncio
 import json
 import logging
-import math
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime
 from typing import Any
@@ -14,6 +13,7 @@ from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketExcepti
 from bond.config import Settings, get_settings
 from bond.connectors.backoff import Backoff
 from bond.connectors.base import Connector, now_ms
+from bond.connectors.ccxt_common import finite_number
 from bond.schemas import CustomEvent, CustomMapping, CustomSource
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,7 @@ def get_path(message: Any, path: str) -> Any:
 
 
 def _number(value: Any) -> float | None:
-  if value is _MISSING or value is None or isinstance(value, bool):
-    return None
-  try:
-    number = float(value)
-  except (TypeError, ValueError):
-    return None
-  return number if math.isfinite(number) else None
+  return None if value is _MISSING else finite_number(value)
 
 
 def _epoch_ms(value: Any) -> int | None:

@@ -92,11 +92,7 @@ def create_rest(
   options: dict[str, Any] | None = None,
 ) -> Any:
   """Return a `ccxt.async_support` client for `exchange_id` (sim-backed in sim mode)."""
-  sim = is_sim(settings, market)
-  client = _class(ccxt_async, exchange_id, sim)(_options(sim, options))
-  if sim:
-    _sim_urls(client, sim_base_url(settings, sim_url))
-  return client
+  return _create(ccxt_async, exchange_id, market, sim_url, settings, options)
 
 
 def create_ws(
@@ -107,8 +103,19 @@ def create_ws(
   options: dict[str, Any] | None = None,
 ) -> Any:
   """Return a `ccxt.pro` client for `exchange_id` (sim-backed in sim mode)."""
+  return _create(ccxt_pro, exchange_id, market, sim_url, settings, options)
+
+
+def _create(
+  module: Any,
+  exchange_id: str,
+  market: str | None,
+  sim_url: str | None,
+  settings: Settings | None,
+  options: dict[str, Any] | None,
+) -> Any:
   sim = is_sim(settings, market)
-  client = _class(ccxt_pro, exchange_id, sim)(_options(sim, options))
+  client = _class(module, exchange_id, sim)(_options(sim, options))
   if sim:
     _sim_urls(client, sim_base_url(settings, sim_url))
   return client
