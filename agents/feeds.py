@@ -127,7 +127,7 @@ class FeedRunner:
 
     wanted = {fid: f for fid, f in state.all_feeds().items() if mine(f)}
     for fid in [f for f in self.running if f not in wanted]:
-      await self._stop(fid)
+      await self.stop_feed(fid)
     for fid, feed in wanted.items():
       if fid not in self.running:
         await self._start(feed)
@@ -152,7 +152,8 @@ class FeedRunner:
     self.running[feed.id] = (connector, task)
     log.info("feed %s started", feed.id)
 
-  async def _stop(self, fid: str) -> None:
+  async def stop_feed(self, fid: str) -> None:
+    """Stop one running feed."""
     connector, task = self.running.pop(fid)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -180,7 +181,7 @@ class FeedRunner:
 
   async def stop(self) -> None:
     for fid in list(self.running):
-      await self._stop(fid)
+      await self.stop_feed(fid)
     if self.producer is not None:
       await self.producer.stop()
       self.producer = None
@@ -189,8 +190,15 @@ class FeedRunner:
 runner = FeedRunner()
 
 
-@app.timer(1.0)
+@app.timer(0.25)
 async def reconcile_feeds() -> None:
   """Keep exactly the owned feeds running (streams come and go, partitions move)."""
-  if ENABLED and settled():
+  if not ENABLED:
+    return
+  if settled():
     await runner.reconcile()
+  elif runner.running:
+    # A rebalance may hand our feeds to another worker: stop them now, so two workers never
+    # publish the same feed; whoever owns a feed afterwards resumes after its last trade.
+    for fid in list(runner.running):
+      await runner.stop_feed(fid)
