@@ -124,11 +124,18 @@ class Connector:
     self.stats["events"] += 1
     if feed is not None:
       self._last_event[feed] = time.monotonic()
-      self._held.pop(feed, None)
 
   def hold_heartbeats(self, feed: tuple[str, str], max_sec: float = 20.0) -> None:
-    """Send no heartbeat for `feed` until its first event (or `max_sec`): it is catching up."""
+    """Send no heartbeat for `feed` until released (or `max_sec`): it is catching up."""
     self._held[feed] = time.monotonic() + max_sec
+
+  def release_heartbeats(self, feed: tuple[str, str]) -> None:
+    """End a hold: the feed has caught up."""
+    self._held.pop(feed, None)
+
+  def held(self, feed: tuple[str, str]) -> bool:
+    """Return whether `feed` is catching up (its progress must not run ahead)."""
+    return self._held.get(feed, 0.0) > time.monotonic()
 
   def touch(self, feed: tuple[str, str]) -> None:
     """Mark a feed as active now (it will not need a heartbeat for a while)."""

@@ -170,6 +170,8 @@ class CcxtWsFeed(Connector):
           await self.emit(tick, feed)
         else:
           self.stats["duplicates_dropped"] += 1
+      if fresh and not reconnected:
+        self.release_heartbeats(feed)  # the gap is backfilled and live trades flow again
 
   def resume_from(self, exchange: str, symbol: str, trade_id: str, ts: int) -> None:
     """Continue after `trade_id`, the last trade an earlier run published: the gap is backfilled."""
@@ -270,6 +272,8 @@ class CcxtWsFeed(Connector):
         self.stats["invalid"] += 1
         continue
       self.stats["tickers"] += 1
+      if self.held(feed):
+        continue  # a ticker's time would claim progress past the trades still being backfilled
       await self.emit(tick, feed)
 
   async def _liquidations_loop(self, exchange: str, symbol: str) -> None:
