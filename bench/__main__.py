@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-BENCHES = ["bench.pipeline", "bench.gateway"]
+BENCHES = ["bench.pipeline", "bench.gateway", "bench.memory"]
 
 
 def main() -> int:

@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bond import tokens
+from bond import logredact, tokens
 from bond.compiler import compile_nl, parse_spec, stream_id
 from bond.config import Settings, get_settings
 from bond.errors import BondError, LimitError, NotFoundError, SpecError, UpstreamError
@@ -562,6 +562,7 @@ def create_api_app(
 ) -> Starlette:
   """Return the REST control plane application."""
   conf = settings or get_settings()
+  logredact.install()  # uvicorn logs request lines, with ?token=...
   metrics = ApiMetrics()
   openapi = build_openapi()
 

@@ -50,6 +50,7 @@ from websockets.exceptions import WebSocketException
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from bond import logredact
 from bond.config import Settings, get_settings
 from bond.gateway.fanout import Fanout
 from bond.registry import Registry, StreamRecord
@@ -748,6 +749,7 @@ def create_gateway_app(
 ) -> Starlette:
   """Return the WebSocket gateway application (port 8080)."""
   conf = settings or get_settings()
+  logredact.install()  # uvicorn logs request lines, with ?token=...
 
   @asynccontextmanager
   async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
