@@ -5,10 +5,10 @@ topic key, the same worker that aggregates its panes; when partitions move, feed
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -101,13 +101,26 @@ async def last_published_trade(feed: Feed, scan: int = 20_000) -> tuple[str, int
     await consumer.stop()
 
 
+STOP_TIMEOUT_SEC = 5.0
+
+
+@dataclass(eq=False)
+class Running:
+  """One started feed: its connector, the task publishing its events, and whether it may."""
+
+  feed: Feed
+  connector: Any
+  task: asyncio.Task[None] | None = None
+  live: bool = True  # cleared the moment the feed must stop: nothing is published after
+
+
 class FeedRunner:
   """Runs the feeds this worker owns and publishes their events to the raw topics."""
 
   def __init__(self) -> None:
-    self.running: dict[str, tuple[Any, asyncio.Task[None]]] = {}
+    self.running: dict[str, Running] = {}
     self.producer: AIOKafkaProducer | None = None
-    self.stats: dict[str, int] = {"published": 0, "errors": 0}
+    self.stats: dict[str, int] = {"published": 0, "errors": 0, "muted": 0}
 
   async def producer_started(self) -> AIOKafkaProducer:
     if self.producer is None:
@@ -126,8 +139,7 @@ class FeedRunner:
       return (topic.name, partition_for(feed.raw_key, topic.partitions)) in owned
 
     wanted = {fid: f for fid, f in state.all_feeds().items() if mine(f)}
-    for fid in [f for f in self.running if f not in wanted]:
-      await self.stop_feed(fid)
+    await self.stop_feeds([f for f in self.running if f not in wanted])
     for fid, feed in wanted.items():
       if fid not in self.running:
         await self._start(feed)
@@ -148,46 +160,87 @@ class FeedRunner:
       self.stats["errors"] += 1
       log.error("feed %s cannot start: %s", feed.id, err)
       return
-    task = asyncio.create_task(self._pump(feed, connector), name=f"feed {feed.id}")
-    self.running[feed.id] = (connector, task)
+    run = Running(feed, connector)
+    run.task = asyncio.create_task(self._pump(run), name=f"feed {feed.id}")
+    self.running[feed.id] = run
     log.info("feed %s started", feed.id)
 
-  async def stop_feed(self, fid: str) -> None:
-    """Stop one running feed."""
-    connector, task = self.running.pop(fid)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-      await task
-    await connector.stop()
-    log.info("feed %s stopped", fid)
+  def mute(self) -> None:
+    """Stop every running feed from publishing, at once (a rebalance may move them)."""
+    for run in self.running.values():
+      run.live = False
 
-  async def _pump(self, feed: Feed, connector: Any) -> None:
+  async def stop_feeds(self, fids: list[str]) -> None:
+    """Stop these feeds: muted first, all together, then closed (each within a time limit).
+
+    Muting is what matters for exactly-once publishing: the next owner resumes after the
+    last trade in the raw topic, so nothing may be published once the decision is taken,
+    however long a connector takes to close.
+    """
+    runs = [self.running.pop(fid) for fid in fids if fid in self.running]
+    for run in runs:
+      run.live = False
+    if runs:
+      await asyncio.gather(*(self._stop(run) for run in runs))
+
+  async def _stop(self, run: Running) -> None:
+    if run.task is not None:
+      run.task.cancel()
+      done, _ = await asyncio.wait({run.task}, timeout=STOP_TIMEOUT_SEC)
+      if not done:
+        log.warning(
+          "feed %s: publisher still busy after %.0fs (muted)", run.feed.id, STOP_TIMEOUT_SEC
+        )
+    try:
+      await asyncio.wait_for(run.connector.stop(), STOP_TIMEOUT_SEC)
+    except TimeoutError:
+      log.warning(
+        "feed %s: connector did not close within %.0fs (muted)", run.feed.id, STOP_TIMEOUT_SEC
+      )
+    except Exception as err:  # a connector failing to close must not keep the others running
+      log.warning("feed %s: closing failed: %r", run.feed.id, err)
+    log.info("feed %s stopped", run.feed.id)
+
+  async def _pump(self, run: Running) -> None:
+    feed, connector = run.feed, run.connector
     producer = await self.producer_started()
     topic = RAW_TOPICS[feed.source].name
     key = feed.raw_key.encode()
     async for event in connector:
+      if not run.live:
+        self.stats["muted"] += 1
+        return
       if getattr(event, "heartbeat", False) and feed.source == "ccxt":
         event.exchange, event.symbol = feed.exchange, feed.symbol
       body = event.model_dump_json(exclude_none=True).encode()
-      while True:
+      while run.live:
         try:
           await producer.send(topic, body, key=key)
+          self.stats["published"] += 1
           break
         except KafkaError as err:
           self.stats["errors"] += 1
           log.warning("feed %s: publishing failed (%s); retrying", feed.id, err)
           await asyncio.sleep(0.5)
-      self.stats["published"] += 1
 
   async def stop(self) -> None:
-    for fid in list(self.running):
-      await self.stop_feed(fid)
+    await self.stop_feeds(list(self.running))
     if self.producer is not None:
       await self.producer.stop()
       self.producer = None
 
 
 runner = FeedRunner()
+
+
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers narrowly
+async def mute_on_revoke(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+  """A rebalance begins: no feed of this worker publishes until ownership is settled again.
+
+  This runs inside the revocation, before any other worker can be given our partitions,
+  so two workers never publish one feed; whoever owns it next resumes after its last trade.
+  """
+  runner.mute()
 
 
 @app.timer(0.25)
@@ -198,7 +251,5 @@ async def reconcile_feeds() -> None:
   if settled():
     await runner.reconcile()
   elif runner.running:
-    # A rebalance may hand our feeds to another worker: stop them now, so two workers never
-    # publish the same feed; whoever owns a feed afterwards resumes after its last trade.
-    for fid in list(runner.running):
-      await runner.stop_feed(fid)
+    runner.mute()
+    await runner.stop_feeds(list(runner.running))

@@ -35,6 +35,10 @@ _settled_since: list[int | None] = [None]
 # so a long silence means the worker's own input is stalled (Kafka down, a rebalance),
 # not that the feeds died; windows then wait (up to MAX_WAIT_MS) rather than go out empty.
 _last_input_ms = [0]
+# When panes flowed again after such a stall: every feed's backlog is then still on its way
+# (producers reconnect, stage 1 reads what piled up), so for this long no feed is judged dead.
+RESUME_GRACE_MS = max(5_000, 2 * LATENESS_MS)
+_resumed_ms = [0]
 
 panes_in = app.topic(
   PANES.name, key_type=bytes, value_serializer="raw", partitions=PANES.partitions
@@ -70,7 +74,10 @@ def _owned(stream_id: str) -> bool:
 def _apply_pane(sid: str, st: dict[str, Any], pane: dict[str, Any], size_ms: int) -> None:
   feed_id = pane["f"]
   st["prog"][feed_id] = max(st["prog"].get(feed_id, 0), pane["p"])
-  st.setdefault("seen", {})[feed_id] = _last_input_ms[0] = int(time.time() * 1000)
+  now_ms = int(time.time() * 1000)
+  if _last_input_ms[0] and now_ms - _last_input_ms[0] >= LATENESS_MS:
+    _resumed_ms[0] = now_ms
+  st.setdefault("seen", {})[feed_id] = _last_input_ms[0] = now_ms
   agg = pane["a"]
   if not agg:
     return
@@ -98,6 +105,8 @@ def _due(st: dict[str, Any], behind: list[str], end: int, now_ms: int) -> bool:
     return True
   if _last_input_ms[0] and now_ms - _last_input_ms[0] >= LATENESS_MS:
     return False  # nothing at all is arriving: our input is stalled, not every feed dead
+  if now_ms < _resumed_ms[0] + RESUME_GRACE_MS:
+    return False  # input just resumed after a stall: the feeds' backlogs are still coming
   seen = st.get("seen", {})
   # Alive feeds (a pane arrived within the lateness) are waited for; silent ones are not.
   since = max(_settled_since[0], end)

@@ -150,15 +150,20 @@ async def redis_copies(
   return out
 
 
-async def raw_trades(
-  bootstrap: str,
-) -> tuple[dict[tuple[str, str], list[tuple[int, float, str | None]]], int, str]:
-  """Return trades of bond.raw.ccxt by (exchange, symbol), the record count, and a note."""
+Trades = dict[tuple[str, str], list[tuple[int, float, str | None, int]]]
+
+
+async def raw_trades(bootstrap: str) -> tuple[Trades, int, str]:
+  """Return trades of bond.raw.ccxt by (exchange, symbol), the record count, and a note.
+
+  Each trade is (ts, amount, trade_id, ts_ingest): ts_ingest, when the feed received it,
+  tells a trade that came on time from one backfilled after its window was due.
+  """
   from aiokafka import AIOKafkaConsumer, TopicPartition
 
   consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
   await consumer.start()
-  trades: dict[tuple[str, str], list[tuple[int, float, str | None]]] = defaultdict(list)
+  trades: Trades = defaultdict(list)
   total = 0
   try:
     from bond.topics import RAW_TOPICS
@@ -182,7 +187,12 @@ async def raw_trades(
           raw = json.loads(m.value)
           if raw.get("kind") == "trade" and raw.get("price") is not None:
             trades[(raw["exchange"], raw["symbol"])].append(
-              (int(raw["ts"]), float(raw.get("amount") or 0.0), raw.get("trade_id"))
+              (
+                int(raw["ts"]),
+                float(raw.get("amount") or 0.0),
+                raw.get("trade_id"),
+                int(raw.get("ts_ingest") or 0),
+              )
             )
       for tp in list(pending):
         if await consumer.position(tp) >= ends[tp]:
@@ -192,33 +202,58 @@ async def raw_trades(
   return trades, total, f"recomputed from {total} raw records"
 
 
+@dataclass
+class Recount:
+  """A window's trades and volume recounted from the raw topic, all and on-time only."""
+
+  n: int = 0
+  vol: float = 0.0
+  n_on_time: int = 0
+  vol_on_time: float = 0.0
+
+  def holds(self, trades: int, volume: float) -> bool:
+    """Whether a window with these values has every on-time trade and nothing not raw.
+
+    DESIGN.md: a window goes out once its lateness has passed; trades a feed received
+    later (backfilled after a reconnect) are counted late, not merged. So a window must
+    hold every trade received by its end plus the lateness, and may hold later ones the
+    worker waited for, but nothing the raw topic does not have.
+    """
+    eps = 1e-6 * max(1.0, self.vol)
+    return self.n_on_time <= trades <= self.n and self.vol_on_time - eps <= volume <= self.vol + eps
+
+  def exact(self, trades: int, volume: float) -> bool:
+    """Whether the window equals the recount of every raw trade."""
+    return trades == self.n and abs(volume - self.vol) <= 1e-6 * max(1.0, self.vol)
+
+
 def recompute(
-  event: dict[str, Any], spec: dict[str, Any], exchanges: list[str],
-  trades: dict[tuple[str, str], list[tuple[int, float, str | None]]],
-) -> tuple[int, float]:  # fmt: skip
-  """Return (trades, volume) of an event's first symbol recomputed from raw trades."""
+  event: dict[str, Any], spec: dict[str, Any], exchanges: list[str], trades: Trades, lateness_ms: int
+) -> Recount:  # fmt: skip
+  """Recount the trades and volume of an event's first symbol from raw trades."""
   end = event["seq"]
   start = end - event["interval_sec"] * 1000
-  n, vol = 0, 0.0
+  out = Recount()
   for ex in exchanges:
-    for ts, amount, _tid in trades.get((ex, event["symbol"]), []):
+    for ts, amount, _tid, ingest in trades.get((ex, event["symbol"]), []):
       if start <= ts < end:
-        n += 1
-        vol += amount
-  return n, vol
+        out.n += 1
+        out.vol += amount
+        if ingest <= end + lateness_ms:
+          out.n_on_time += 1
+          out.vol_on_time += amount
+  return out
 
 
 SIM_RESTART_JUMP = 1_000_000
 
 
-def trade_id_gaps(
-  trades: dict[tuple[str, str], list[tuple[int, float, str | None]]], phases: list[tuple[str, int]]
-) -> dict[str, int]:
+def trade_id_gaps(trades: Trades, phases: list[tuple[str, int]]) -> dict[str, int]:
   """Return, per phase, sim trades never ingested: gaps in each feed's increasing trade ids."""
   out: Counter[str] = Counter()
   for rows in trades.values():
     by_id = sorted(
-      {int(tid): ts for ts, _a, tid in rows if tid is not None and tid.isdigit()}.items()
+      {int(tid): ts for ts, _a, tid, _i in rows if tid is not None and tid.isdigit()}.items()
     )
     for (a, _ta), (b, tb) in itertools.pairwise(by_id):
       # A restarted sim numbers trades from its microsecond clock: such a jump is not trades
@@ -228,14 +263,12 @@ def trade_id_gaps(
   return dict(out)
 
 
-def raw_duplicates(
-  trades: dict[tuple[str, str], list[tuple[int, float, str | None]]],
-) -> dict[str, int]:
+def raw_duplicates(trades: Trades) -> dict[str, int]:
   """Return, per feed, how many trades appear more than once in the raw topic (same trade id)."""
   out: dict[str, int] = {}
   for (ex, sym), rows in trades.items():
     # The same id, time and amount twice is one trade published twice.
-    ids = Counter((tid, ts, a) for ts, a, tid in rows if tid is not None)
+    ids = Counter((tid, ts, a) for ts, a, tid, _i in rows if tid is not None)
     extra = sum(c - 1 for c in ids.values() if c > 1)
     if extra:
       out[f"{ex}|{sym}"] = extra
