@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 PANE_MS = settings.bond_pane_ms
 MAX_EMPTY_PANES = 3600  # after a long silence, jump ahead rather than emit hours of empty panes
 LAT_SAMPLES = 8
+# A feed with no event for this long has its open panes sent as partial (see `_partials`):
+# live feeds send an event or a heartbeat at least every 250 ms.
+QUIET_MS = 300
+PARTIAL_CHECK_MS = 100
 
 panes_topic = app.topic(
   PANES.name, key_type=str, value_serializer="raw", partitions=PANES.partitions
@@ -33,7 +37,10 @@ stats: dict[str, int] = {"events": 0, "late": 0, "replayed": 0, "panes_out": 0}
 late_by_feed: dict[str, int] = {}
 
 
-def _apply(source: str, st: dict[str, Any], key: str, raw: dict[str, Any], now_ms: int) -> None:
+def _apply(
+  source: str, st: dict[str, Any], key: str, raw: dict[str, Any], now_ms: int
+) -> str | None:
+  """Apply one raw record to its feed's panes; return the feed id if a pane took it."""
   feed = feed_of_raw(source, raw, key)
   fs = st["feeds"].get(feed.id)
   ts = int(raw["ts"])
@@ -43,12 +50,12 @@ def _apply(source: str, st: dict[str, Any], key: str, raw: dict[str, Any], now_m
     fs = st["feeds"][feed.id] = {"p": 0, "c": window_start(ts, PANE_MS) - PANE_MS, "panes": {}}
   if raw.get("heartbeat"):
     fs["p"] = max(fs["p"], ts)
-    return
+    return None
   stats["events"] += 1
   if ts < fs["c"]:
     stats["late"] += 1
     late_by_feed[feed.id] = late_by_feed.get(feed.id, 0) + 1
-    return
+    return None
   pane = fs["panes"].setdefault(str(window_start(ts, PANE_MS)), {})
   pane_add(pane, source, raw)
   ingest = raw.get("ts_ingest")
@@ -57,6 +64,41 @@ def _apply(source: str, st: dict[str, Any], key: str, raw: dict[str, Any], now_m
     if len(lat) < LAT_SAMPLES:
       lat.append(max(0, now_ms - int(ingest)))
   fs["p"] = max(fs["p"], ts)
+  return feed.id
+
+
+def _pane_records(
+  feed_id: str, start: int, pane: dict[str, Any], partial: bool
+) -> list[tuple[int, bytes]]:
+  """Return the bond.panes records of one pane: one per partition, naming its streams there."""
+  out = []
+  for part, sids in state.feed_partitions(feed_id, PANES.partitions).items():
+    body: dict[str, Any] = {"f": feed_id, "s": start, "e": start + PANE_MS, "a": pane, "sids": sids}
+    if partial:
+      body["partial"] = True  # what the pane holds so far; claims no progress
+    else:
+      body["p"] = start + PANE_MS  # progress: this pane's own end
+    out.append((part, json.dumps(body, separators=(",", ":")).encode()))
+  return out
+
+
+def _partials(st: dict[str, Any], feed_id: str) -> list[tuple[int, bytes]]:
+  """Return records of what a quiet feed's open panes hold so far.
+
+  A pane closes only when its feed's progress passes its end. When a feed goes quiet in
+  the middle of a pane (its connection dropped, its exchange stopped), the trades already
+  in that pane would reach stage 2 only when the feed comes back, after its windows went
+  out as the lateness demands. Sent as partial, they are in those windows; the closed pane
+  replaces them later, and whatever it adds to a window already out is counted late.
+  """
+  fs = st["feeds"].get(feed_id)
+  if fs is None:
+    return []
+  out = []
+  for start, pane in fs["panes"].items():
+    if pane and int(start) >= fs["c"]:
+      out += _pane_records(feed_id, int(start), {k: v for k, v in pane.items() if k != "lat"}, True)
+  return out
 
 
 def _close(st: dict[str, Any]) -> list[tuple[int, bytes]]:
@@ -66,26 +108,15 @@ def _close(st: dict[str, Any]) -> list[tuple[int, bytes]]:
     upto = window_start(fs["p"], PANE_MS)  # panes ending at or before progress are complete
     if upto <= fs["c"]:
       continue
-    groups = state.feed_partitions(feed_id, PANES.partitions)
     start = fs["c"]
     if (upto - start) // PANE_MS > MAX_EMPTY_PANES:
       start = max(start, upto - MAX_EMPTY_PANES * PANE_MS)
     panes = fs["panes"]
     while start < upto:
-      pane = panes.pop(str(start), None)
       # One record per bond.panes partition, naming the streams of that partition that use
       # the feed: stage 2 then reads one record per pane, not one per stream.
       # Progress is this pane's own end: a later pane of the same batch may not have arrived yet.
-      for part, sids in groups.items():
-        body = {
-          "f": feed_id,
-          "s": start,
-          "e": start + PANE_MS,
-          "p": start + PANE_MS,
-          "a": pane or {},
-          "sids": sids,
-        }
-        out.append((part, json.dumps(body, separators=(",", ":")).encode()))
+      out += _pane_records(feed_id, start, panes.pop(str(start), None) or {}, False)
       start += PANE_MS
     for stale in [k for k in panes if int(k) < upto]:
       panes.pop(stale)
@@ -129,6 +160,9 @@ class RawReader:
     self.consumer: AIOKafkaConsumer | None = None
     self.assigned: set[TopicPartition] = set()
     self.sources = {spec.name: source for source, spec in RAW_TOPICS.items()}
+    # (source, raw key, feed id) -> when a pane of that feed last took an event (wall ms)
+    self.touched: dict[tuple[str, str, str], int] = {}
+    self.partials_checked = 0
     self.pos_keys = {
       (source, p): position_key(source, p)
       for source, spec in RAW_TOPICS.items()
@@ -159,6 +193,7 @@ class RawReader:
         self.consumer.seek(tp, record["pos"] + 1)
     log.info("stage 1 reads %s", sorted(f"{tp.topic}:{tp.partition}" for tp in wanted))
     self.assigned = wanted
+    self.touched.clear()
 
   async def run(self) -> None:
     """Read, aggregate and close panes forever."""
@@ -188,6 +223,7 @@ class RawReader:
         batches = await self.consumer.getmany(timeout_ms=20, max_records=20_000)
         for tp, records in batches.items():
           await self._process(self.sources[tp.topic], tp.partition, records)
+        await self._send_partials()
     finally:
       await self.consumer.stop()
 
@@ -207,9 +243,12 @@ class RawReader:
         continue
       st["off"] = msg.offset
       try:
-        _apply(source, st, key, json.loads(msg.value), now_ms)
+        feed_id = _apply(source, st, key, json.loads(msg.value), now_ms)
       except (ValueError, KeyError, TypeError) as err:
         log.warning("%s: skipping malformed record at offset %d: %s", msg.topic, msg.offset, err)
+        continue
+      if feed_id is not None:
+        self.touched[(source, key, feed_id)] = now_ms
     sends = []
     for st in dirty.values():
       sends += _close(st)
@@ -229,6 +268,29 @@ class RawReader:
     stats["last_batch_ms"] = int(time.time() * 1000)
     busy += time.perf_counter() - started  # waiting for the pane acks is not stage 1's work
     stats["busy_us"] = stats.get("busy_us", 0) + int(busy * 1e6)
+
+  async def _send_partials(self) -> None:
+    """Send what the open panes of feeds quiet for QUIET_MS hold so far (see `_partials`)."""
+    now_ms = int(time.time() * 1000)
+    if now_ms - self.partials_checked < PARTIAL_CHECK_MS:
+      return
+    self.partials_checked = now_ms
+    sends = []
+    for entry, last in list(self.touched.items()):
+      if now_ms - last < QUIET_MS:
+        continue
+      del self.touched[entry]  # once per quiet spell: a new event re-arms it
+      source, key, feed_id = entry
+      st = TABLES[source].get(key.encode())
+      if st is not None:
+        sends += _partials(st, feed_id)
+    futures = [
+      await panes_topic.send(key=b"p%d" % part, value=value, partition=part)
+      for part, value in sends
+    ]
+    if futures:
+      await asyncio.gather(*futures)
+      stats["partials_out"] = stats.get("partials_out", 0) + len(futures)
 
 
 def settled() -> bool:

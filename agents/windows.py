@@ -37,7 +37,9 @@ _settled_since: list[int | None] = [None]
 _last_input_ms = [0]
 # When panes flowed again after such a stall: every feed's backlog is then still on its way
 # (producers reconnect, stage 1 reads what piled up), so for this long no feed is judged dead.
+# A stall is input silent for two panes (every live feed closes one a second).
 RESUME_GRACE_MS = max(5_000, 2 * LATENESS_MS)
+STALL_MS = max(LATENESS_MS, 2 * PANE_MS)
 _resumed_ms = [0]
 
 panes_in = app.topic(
@@ -73,9 +75,16 @@ def _owned(stream_id: str) -> bool:
 
 def _apply_pane(sid: str, st: dict[str, Any], pane: dict[str, Any], size_ms: int) -> None:
   feed_id = pane["f"]
+  if pane.get("partial"):
+    # What an open pane of a quiet feed holds so far: kept aside, replaced by each newer
+    # partial and by the closed pane; used only if the window must go out before that.
+    closed = str(pane["s"]) in st["panes"].get(feed_id, {})
+    if pane["s"] >= st["next"] - size_ms and pane["a"] and not closed:
+      st.setdefault("prov", {}).setdefault(feed_id, {})[str(pane["s"])] = pane["a"]
+    return
   st["prog"][feed_id] = max(st["prog"].get(feed_id, 0), pane["p"])
   now_ms = int(time.time() * 1000)
-  if _last_input_ms[0] and now_ms - _last_input_ms[0] >= LATENESS_MS:
+  if _last_input_ms[0] and now_ms - _last_input_ms[0] >= STALL_MS:
     _resumed_ms[0] = now_ms
   st.setdefault("seen", {})[feed_id] = _last_input_ms[0] = now_ms
   agg = pane["a"]
@@ -85,9 +94,13 @@ def _apply_pane(sid: str, st: dict[str, Any], pane: dict[str, Any], size_ms: int
   if lat:
     sink.latency(sid, lat)
     agg = {k: v for k, v in agg.items() if k != "lat"}  # the record is shared by its streams
+  used = st.get("used", {}).pop(f"{feed_id}|{pane['s']}", 0)
   if pane["s"] < st["next"] - size_ms:
-    sink.count(sid, "late", agg.get("in", 0))  # its window is already out: counted, not merged
+    # Its window is already out: what it did not hold (as a partial) is counted, not merged.
+    if agg.get("in", 0) > used:
+      sink.count(sid, "late", agg.get("in", 0) - used)
     return
+  st.get("prov", {}).get(feed_id, {}).pop(str(pane["s"]), None)
   feed_panes = st["panes"].setdefault(feed_id, {})
   into = feed_panes.setdefault(str(pane["s"]), {})
   pane_merge(into, agg)
@@ -111,6 +124,36 @@ def _due(st: dict[str, Any], behind: list[str], end: int, now_ms: int) -> bool:
   # Alive feeds (a pane arrived within the lateness) are waited for; silent ones are not.
   since = max(_settled_since[0], end)
   return all(now_ms - max(seen.get(fid, 0), since) >= LATENESS_MS for fid in behind)
+
+
+USED_KEEP_MS = 600_000  # how long a window remembers the partials it went out with
+
+
+def _take_partials(
+  st: dict[str, Any], window: dict[str, dict[str, Any]], start: int, end: int
+) -> int:
+  """Merge the partial panes of [start, end) into `window`; return the events they add.
+
+  A partial is there only while its pane has not closed (the closed pane replaces it), so
+  these are the quiet feeds' trades that would otherwise miss the window. What each one
+  held is remembered, so the closed pane, if it comes later, counts only the rest as late.
+  """
+  prov = st.get("prov")
+  if not prov:
+    return 0
+  added = 0
+  used = st.setdefault("used", {})
+  for feed_id, feed_prov in prov.items():
+    for pane_start in [k for k in feed_prov if start <= int(k) < end]:
+      agg = feed_prov.pop(pane_start)
+      pane_merge(window.setdefault(feed_id, {}), agg)
+      added += agg.get("in", 0)
+      used[f"{feed_id}|{pane_start}"] = agg.get("in", 0)
+  for feed_id in [k for k, v in prov.items() if not v]:
+    del prov[feed_id]
+  for key in [k for k in used if int(k.rsplit("|", 1)[1]) < end - USED_KEEP_MS]:
+    del used[key]
+  return added
 
 
 def try_emit(sid: str, st: dict[str, Any], now_ms: int) -> bool:
@@ -140,6 +183,7 @@ def try_emit(sid: str, st: dict[str, Any], now_ms: int) -> bool:
         window[feed_id] = merged
     for feed_id in [k for k, v in st["panes"].items() if not v]:
       del st["panes"][feed_id]
+    msgs_in += _take_partials(st, window, start, end)
     event = compose_window(sid, spec, feeds, end, window)
     sink.emit(sid, event, msgs_in=msgs_in, lag_ms=now_ms - end)
     st["next"] = end + size_ms

@@ -175,6 +175,58 @@ async def test_dead_feed_window_arrives_after_lateness_and_late_events_are_count
   assert all(e["trades"] == 0 for e in again)
 
 
+async def test_trades_before_a_feed_dies_mid_pane_are_in_their_window(deployment, worker_factory):
+  """A feed that stops in the middle of a pane (its exchange connection died): the trades it
+  delivered are in the window that goes out at the lateness, and what it backfills later
+  is counted late, not lost silently and not counted twice."""
+  ex, sym = "dyingex", "LINK/USDT"
+  now = int(time.time() * 1000)
+  sid = await deployment.create({"sources": ["ccxt"], "symbols": [sym], "interval_sec": 2, "exchanges": [ex]},
+                                created_ms=now)  # fmt: skip
+  # Another stream's feed stays alive throughout, as on any real worker.
+  await deployment.create({"sources": ["ccxt"], "symbols": ["ADA/USDT"], "interval_sec": 1, "exchanges": ["aliveex"]},
+                          created_ms=now)  # fmt: skip
+  alive = LiveFeed(deployment, "aliveex", "ADA/USDT", rate=50)
+  alive.start()
+  try:
+    worker_factory(BOND_LATENESS_MS="500").start()
+    # A window past the worker's start-up grace (15 s), so it goes out under the lateness rule.
+    w_end = ((int(time.time() * 1000) + 17_000) // 2000) * 2000
+    while int(time.time() * 1000) < w_end - 1500:
+      await deployment.send("bond.raw.ccxt", sym, heartbeat=True, source="ccxt", exchange=ex, symbol=sym,
+                            ts=int(time.time() * 1000))  # fmt: skip
+      await asyncio.sleep(0.05)
+    # Three trades 400-300 ms into the last pane of the window, then silence: that pane never
+    # closes on progress.
+    base = w_end - 1000 + 100
+    for i in range(3):
+      await deployment.send("bond.raw.ccxt", sym, **trade(ex, sym, base + i, 10.0 + i, 1.0, i + 1))
+    await deployment.flush()
+    events = await deployment.windows(sid, 1, timeout_sec=20)
+    while events[-1]["seq"] < w_end:
+      await asyncio.sleep(0.2)
+      events = await deployment.windows(sid, len(events) + 1, timeout_sec=10)
+    window = next(e for e in events if e["seq"] == w_end)
+    assert window["trades"] == 3 and window["volume_sum"] == 3.0, window
+    assert window["price_open"] == 10.0 and window["price_close"] == 12.0
+    # The feed comes back: a backfilled trade for that pane, then progress. The pane closes
+    # with four trades; the window is out, so the one it did not hold is late.
+    await deployment.send("bond.raw.ccxt", sym, **trade(ex, sym, base + 50, 13.0, 1.0, 4))
+    await deployment.send("bond.raw.ccxt", sym, heartbeat=True, source="ccxt", exchange=ex, symbol=sym,
+                          ts=int(time.time() * 1000))  # fmt: skip
+    await deployment.flush()
+    for _ in range(50):
+      if int(await deployment.redis.hget(f"bond:metrics:{sid}", "late") or 0) >= 1:
+        break
+      await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)
+  finally:
+    await alive.stop()
+  assert int(await deployment.redis.hget(f"bond:metrics:{sid}", "late") or 0) == 1
+  again = [json.loads(f["e"]) for _, f in await deployment.redis.xrange(f"bond:stream:{sid}")]
+  assert [e for e in again if e["seq"] == w_end] == [window]
+
+
 async def test_several_symbols_fill_by_symbol_and_deleted_stream_stops(deployment, worker_factory):
   ex = "multiex"
   now = int(time.time() * 1000)
