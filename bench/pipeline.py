@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.stack import ensure_infra
 from bond.compiler import stream_id as make_stream_id
@@ -239,12 +239,46 @@ async def emit_lag(
         windows += int(metrics.get("windows_out", 0))
       await client.delete(f"bond:stream:{sid}", f"bond:metrics:{sid}")
     await client.aclose()
+    pooled = await _window_lags(bootstrap, [f"{run.prefix}bond.stream.{sid}" for sid in sids])
   finally:
     await producer.stop()
     run.stop_worker()
   return {"rate": rate, "seconds": seconds, "sent": sent, "streams": streams, "windows": windows,
           "p50_ms_worst_stream": max(p50s) if p50s else None,
-          "p99_ms_worst_stream": max(p99s) if p99s else None}  # fmt: skip
+          "p99_ms_worst_stream": max(p99s) if p99s else None, **pooled}  # fmt: skip
+
+
+async def _window_lags(bootstrap: str, topics: list[str]) -> dict[str, Any]:
+  """Return every window's lag as a client sees it: its stream-topic record time minus its end.
+
+  The sink's own figure (per stream, over its few windows) is the time the window was
+  decided; this one adds the sink's hop to Kafka and pools all windows of all streams.
+  """
+  consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+  await consumer.start()
+  lags: list[int] = []
+  try:
+    tps = [TopicPartition(t, 0) for t in topics]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    ends = await consumer.end_offsets(tps)
+    pending = {tp for tp in tps if ends[tp] > 0}
+    deadline = time.monotonic() + 30
+    while pending and time.monotonic() < deadline:
+      batch = await consumer.getmany(*pending, timeout_ms=500)
+      for tp, msgs in batch.items():
+        lags += [m.timestamp - json.loads(m.value)["seq"] for m in msgs if m.offset < ends[tp]]
+        if await consumer.position(tp) >= ends[tp]:
+          pending.discard(tp)
+  finally:
+    await consumer.stop()
+  lags.sort()
+
+  def q(x: float) -> int | None:
+    return lags[min(len(lags) - 1, max(0, int(x * len(lags) + 0.999999) - 1))] if lags else None
+
+  return {"windows_pooled": len(lags), "p50_ms_all_windows": q(0.5), "p99_ms_all_windows": q(0.99),
+          "max_ms_all_windows": lags[-1] if lags else None}  # fmt: skip
 
 
 async def main(quick: bool) -> int:
@@ -257,7 +291,7 @@ async def main(quick: bool) -> int:
     print(
       f"{many['streams']} streams: {many['events_per_sec']:>8} raw events/s per worker ({many['seconds']} s)"
     )
-    lag = await emit_lag(bootstrap, redis_url, rate=5000, seconds=10 if quick else 30, streams=8)
+    lag = await emit_lag(bootstrap, redis_url, rate=5000, seconds=10 if quick else 60, streams=16)
   cost_ratio = many["stage1_us_per_event"] / max(1e-9, one["stage1_us_per_event"])
   drain_ratio = one["events_per_sec"] / max(1, many["events_per_sec"])
   result = {
@@ -275,7 +309,7 @@ async def main(quick: bool) -> int:
   result["pass"] = {
     "events_per_sec": one["events_per_sec"] >= 30_000,
     "cost_ratio": cost_ratio <= 1.3,
-    "emit_lag_p99": (lag.get("p99_ms_worst_stream") or 1e9) < 100,
+    "emit_lag_p99": (lag.get("p99_ms_all_windows") or 1e9) < 100,
   }
   RESULTS.mkdir(parents=True, exist_ok=True)
   (RESULTS / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -284,8 +318,10 @@ async def main(quick: bool) -> int:
     f"(ratio {cost_ratio:.2f}); whole-worker drain ratio {drain_ratio:.2f}"
   )
   print(
-    f"emit lag at 5,000 ev/s: p50 {lag['p50_ms_worst_stream']} ms, "
-    f"p99 {lag['p99_ms_worst_stream']} ms (worst stream)"
+    f"emit lag at 5,000 ev/s, {lag['windows_pooled']} windows of {lag['streams']} streams: "
+    f"p50 {lag['p50_ms_all_windows']} ms, p99 {lag['p99_ms_all_windows']} ms, "
+    f"max {lag['max_ms_all_windows']} ms (to the stream topic); worst stream's own p99 "
+    f"{lag['p99_ms_worst_stream']} ms"
   )
   print(f"written {RESULTS / 'pipeline.json'}")
   return 0

@@ -290,7 +290,9 @@ class BondClient:
       url = socket_url(str(info["ws_url"]), sid, token, start, self.ws_url)
       code, reason = 1006, ""
       try:
-        async with connect(url, open_timeout=10, compression=None, max_size=1 << 24) as ws:
+        async with connect(
+          url, open_timeout=10, close_timeout=2, compression=None, max_size=1 << 24
+        ) as ws:
           started_ms = started_ms or int(time.time() * 1000)
           async for raw in ws:
             event = json.loads(raw)
