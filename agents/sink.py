@@ -20,6 +20,7 @@ from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError, ResponseError
 
 from bond.agents.app import app, settings
+from bond.agents.state import state
 from bond.topics import stream_topic
 from bond.topics.admin import TopicAdmin
 
@@ -71,6 +72,7 @@ class Sink:
     self.redis_ready = asyncio.Event()
     self._producer: AIOKafkaProducer | None = None
     self._admin: TopicAdmin | None = None
+    self._prepared: set[str] = set()
 
   def emit(self, sid: str, event: dict[str, Any], msgs_in: int, lag_ms: int) -> None:
     """Queue one window for Kafka and Redis (called without awaiting, from agents and timers)."""
@@ -95,6 +97,7 @@ class Sink:
       hist.observe(sample / 1000)
 
   def forget(self, sid: str) -> None:
+    self._prepared.discard(sid)
     for store in (self.counts, self.latency_ms, self.lag_ms, self._topics):
       store.pop(sid, None)
     for metric in (WINDOWS, MSGS_IN, LATE, EMIT_LAG, LATENCY):
@@ -109,14 +112,33 @@ class Sink:
       )
     return self._redis
 
-  async def drain(self) -> None:
-    """Write queued windows to Kafka, then to Redis, in order."""
+  async def _started(self) -> AIOKafkaProducer:
     if self._producer is None:
       # Its own producer: waiting for a new stream topic's metadata must not hold up the panes.
-      self._producer = AIOKafkaProducer(
+      producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=1
       )
-      await self._producer.start()
+      await producer.start()
+      if self._producer is None:
+        self._producer = producer
+      else:
+        await producer.stop()  # another task got there first
+    return self._producer
+
+  async def prepare(self, sid: str) -> None:
+    """Make sure the stream's topic exists and its metadata is known before its first window.
+
+    Otherwise the first window of every new stream waits ~100 ms for both, and the windows
+    of other streams queued behind it wait too.
+    """
+    producer = await self._started()
+    topic = self._topics.get(sid) or await self._stream_topic(sid)
+    await producer.partitions_for(topic)
+    self._prepared.add(sid)
+
+  async def drain(self) -> None:
+    """Write queued windows to Kafka, then to Redis, in order."""
+    await self._started()
     batch = [await self.queue.get()]
     futures: list[asyncio.Future[Any]] = []
     while not self.queue.empty() and len(batch) < 500:
@@ -224,6 +246,23 @@ async def sink_loop() -> None:
 async def redis_loop() -> None:
   """Write windows to the Redis rings forever."""
   await sink.redis_loop()
+
+
+PREPARE_PER_TICK = 50
+
+
+@app.timer(0.25)
+async def prepare_topics() -> None:
+  """Get new streams' topics ready (created, metadata known) before their first window."""
+  from bond.agents.windows import _owned
+
+  todo = [sid for sid in list(state.streams) if sid not in sink._prepared and _owned(sid)]
+  for sid in todo[:PREPARE_PER_TICK]:
+    try:
+      await sink.prepare(sid)
+    except Exception as err:  # the first window creates it anyway; try again next tick
+      log.warning("stream %s: preparing its topic failed: %r", sid, err)
+      return
 
 
 @app.timer(1.0)
