@@ -16,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError, ResponseError
 
@@ -65,7 +66,7 @@ class Sink:
     self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     self.latency_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=RESERVOIR))
     self.lag_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=RESERVOIR))
-    self.stats = {"emitted": 0, "redis_dupes": 0, "redis_errors": 0}
+    self.stats = {"emitted": 0, "redis_dupes": 0, "redis_errors": 0, "kafka_errors": 0}
     self._redis: aioredis.Redis | None = None
     self._topics: dict[str, str] = {}
     self.redis_queue: deque[tuple[str, dict[str, Any]]] = deque()
@@ -73,6 +74,7 @@ class Sink:
     self._producer: AIOKafkaProducer | None = None
     self._admin: TopicAdmin | None = None
     self._prepared: set[str] = set()
+    self._admin_lock = asyncio.Lock()
 
   def emit(self, sid: str, event: dict[str, Any], msgs_in: int, lag_ms: int) -> None:
     """Queue one window for Kafka and Redis (called without awaiting, from agents and timers)."""
@@ -125,43 +127,65 @@ class Sink:
         await producer.stop()  # another task got there first
     return self._producer
 
-  async def prepare(self, sid: str) -> None:
-    """Make sure the stream's topic exists and its metadata is known before its first window.
-
-    Otherwise the first window of every new stream waits ~100 ms for both, and the windows
-    of other streams queued behind it wait too.
+  async def prepare(self, sids: list[str]) -> None:
+    """Make sure these streams' topics exist and their metadata is known before their first
+    window; otherwise the first window of every new stream waits ~100 ms for both, and the
+    windows of other streams queued behind it wait too. One admin call for all of them.
     """
     producer = await self._started()
-    topic = self._topics.get(sid) or await self._stream_topic(sid)
-    await producer.partitions_for(topic)
-    self._prepared.add(sid)
+    async with self._admin_lock:
+      admin = await self._admin_started()
+      await admin.ensure([stream_topic(sid) for sid in sids])
+    topics = [stream_topic(sid).name for sid in sids]
+    await asyncio.gather(*(producer.partitions_for(topic) for topic in topics))
+    for sid, topic in zip(sids, topics, strict=True):
+      self._topics[sid] = topic
+      self._prepared.add(sid)
+
+  async def _admin_started(self) -> TopicAdmin:
+    if self._admin is None:
+      admin = TopicAdmin(settings.kafka_bootstrap)
+      await admin.start()
+      self._admin = admin
+    return self._admin
 
   async def drain(self) -> None:
-    """Write queued windows to Kafka, then to Redis, in order."""
-    await self._started()
+    """Write queued windows to Kafka, then to Redis, in order.
+
+    A failure (Kafka away longer than the producer's own retries, a topic that cannot be
+    created yet) never drops a window: the batch is sent again until it is in Kafka.
+    Windows sent twice that way are refused by Redis (`<seq>-0`) and skipped by the gateway.
+    """
+    producer = await self._started()
     batch = [await self.queue.get()]
-    futures: list[asyncio.Future[Any]] = []
     while not self.queue.empty() and len(batch) < 500:
       batch.append(self.queue.get_nowait())
-    for sid, event in batch:
-      body = json.dumps(event, separators=(",", ":"))
-      topic = self._topics.get(sid) or await self._stream_topic(sid)
-      futures.append(await self._producer_started().send(topic, body.encode(), key=sid.encode()))
-    await asyncio.gather(*futures)
+    bodies = [json.dumps(event, separators=(",", ":")).encode() for _, event in batch]
+    attempt = 0
+    while True:
+      try:
+        futures: list[asyncio.Future[Any]] = []
+        for (sid, _event), body in zip(batch, bodies, strict=True):
+          topic = self._topics.get(sid) or await self._stream_topic(sid)
+          futures.append(await producer.send(topic, body, key=sid.encode()))
+        await asyncio.gather(*futures)
+        break
+      except (KafkaError, OSError) as err:
+        attempt += 1
+        self.stats["kafka_errors"] += 1
+        delay = min(2.0, 0.1 * 2**attempt)
+        log.warning(
+          "sink: %d windows not in Kafka yet (%r); retrying in %.1fs", len(batch), err, delay
+        )
+        await asyncio.sleep(delay)
     # Redis has its own queue and task: an outage there must not hold up live delivery.
     self.redis_queue.extend(batch)
     self.redis_ready.set()
 
-  def _producer_started(self) -> AIOKafkaProducer:
-    assert self._producer is not None
-    return self._producer
-
   async def _stream_topic(self, sid: str) -> Any:
     """Return the stream's output topic, creating it when the API has not (yet)."""
-    if self._admin is None:
-      self._admin = TopicAdmin(settings.kafka_bootstrap)
-      await self._admin.start()
-    await self._admin.create_stream_topic(sid)
+    async with self._admin_lock:  # the drain and the preparing timer share one admin client
+      await (await self._admin_started()).create_stream_topic(sid)
     topic = self._topics[sid] = stream_topic(sid).name
     return topic
 
@@ -248,7 +272,7 @@ async def redis_loop() -> None:
   await sink.redis_loop()
 
 
-PREPARE_PER_TICK = 50
+PREPARE_PER_TICK = 500
 
 
 @app.timer(0.25)
@@ -257,12 +281,12 @@ async def prepare_topics() -> None:
   from bond.agents.windows import _owned
 
   todo = [sid for sid in list(state.streams) if sid not in sink._prepared and _owned(sid)]
-  for sid in todo[:PREPARE_PER_TICK]:
-    try:
-      await sink.prepare(sid)
-    except Exception as err:  # the first window creates it anyway; try again next tick
-      log.warning("stream %s: preparing its topic failed: %r", sid, err)
-      return
+  if not todo:
+    return
+  try:
+    await sink.prepare(todo[:PREPARE_PER_TICK])
+  except Exception as err:  # the first window creates its topic anyway; try again next tick
+    log.warning("preparing %d stream topics failed: %r", len(todo[:PREPARE_PER_TICK]), err)
 
 
 @app.timer(1.0)
