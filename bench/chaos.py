@@ -702,26 +702,24 @@ async def run_chaos(cfg: Config, home: Path, results_path: Path | None = None) -
         f"trades present twice in bond.raw.ccxt (counted twice): {checked['raw']['duplicate_trade_ids']}"
       )
     gaps = []
-    short = {r["fault"]: r["raw_mismatch"] for r in rows if r["raw_mismatch"]}
-    if short:
-      gaps.append(
-        f"windows short of trades their feed received on time but the worker after the deadline: {short}"
-      )
-    late = {r["fault"]: r["raw_late"] for r in rows if r["raw_late"]}
-    if late:
-      gaps.append(
-        f"windows short only of trades backfilled after their lateness (late by contract): {late}"
-      )
-    empty = {r["fault"]: r["empty"] for r in rows if r["empty"]}
-    if empty:
-      gaps.append(
-        f"windows of trade streams without any trade while the sim exchange was trading: {empty}"
-      )
-    missed = {r["fault"]: r["trades_not_ingested"] for r in rows if r["trades_not_ingested"]}
-    if missed:
-      gaps.append(
-        f"exchange trades never ingested into bond.raw.ccxt (sim trade-id gaps): {missed}"
-      )
+    for field, what in [
+      (
+        "raw_mismatch",
+        "windows short of trades their feed received on time but the worker after the deadline",
+      ),
+      (
+        "raw_late",
+        "windows short only of trades backfilled after their lateness (late by contract)",
+      ),
+      ("empty", "windows of trade streams without any trade while the sim exchange was trading"),
+      (
+        "trades_not_ingested",
+        "exchange trades never ingested into bond.raw.ccxt (sim trade-id gaps)",
+      ),
+    ]:
+      by_fault = {r["fault"]: r[field] for r in rows if r[field]}
+      if by_fault:
+        gaps.append(f"{what}: {by_fault}")
     result["data_gaps"] = gaps
     result["lost"], result["duplicated"], result["bad_values"] = lost, dup, bad_values
     result["ok"] = lost == 0 and dup == 0 and bad_values == 0 and not run.problems

@@ -75,6 +75,20 @@ async def kafka_seqs(dep: Deployment, sid: str) -> list[int]:
   return seqs
 
 
+async def send_late_trade(dep: Deployment, sid: str, tr: dict) -> int:
+  """Send a trade for a window already out, then progress; return the stream's `late` count."""
+  await dep.send("bond.raw.ccxt", tr["symbol"], **tr)
+  await dep.send("bond.raw.ccxt", tr["symbol"], heartbeat=True, source="ccxt", exchange=tr["exchange"],
+                 symbol=tr["symbol"], ts=int(time.time() * 1000))  # fmt: skip
+  await dep.flush()
+  for _ in range(50):
+    if int(await dep.redis.hget(f"bond:metrics:{sid}", "late") or 0) >= 1:
+      break
+    await asyncio.sleep(0.2)
+  await asyncio.sleep(0.5)  # and nothing more comes
+  return int(await dep.redis.hget(f"bond:metrics:{sid}", "late") or 0)
+
+
 def assert_consecutive(events: list[dict], interval_ms: int) -> None:
   seqs = [e["seq"] for e in events]
   assert len(seqs) == len(set(seqs)), "a window appears twice"
@@ -162,15 +176,8 @@ async def test_dead_feed_window_arrives_after_lateness_and_late_events_are_count
   assert all(e["trades"] == 0 and e["price_avg"] is None for e in events)
   # A trade for a window that is already out is counted as late, not merged.
   old = events[0]["seq"] - 500
-  await deployment.send("bond.raw.ccxt", "DOGE/USDT", **trade(ex, "DOGE/USDT", old, 0.1, 1.0, 1))
-  await deployment.send("bond.raw.ccxt", "DOGE/USDT", heartbeat=True, source="ccxt", exchange=ex, symbol="DOGE/USDT",
-                        ts=int(time.time() * 1000))  # fmt: skip
-  await deployment.flush()
-  for _ in range(50):
-    if int(await deployment.redis.hget(f"bond:metrics:{sid}", "late") or 0) >= 1:
-      break
-    await asyncio.sleep(0.2)
-  assert int(await deployment.redis.hget(f"bond:metrics:{sid}", "late") or 0) == 1
+  late = await send_late_trade(deployment, sid, trade(ex, "DOGE/USDT", old, 0.1, 1.0, 1))
+  assert late == 1
   again = [json.loads(f["e"]) for _, f in await deployment.redis.xrange(f"bond:stream:{sid}")]
   assert all(e["trades"] == 0 for e in again)
 
@@ -211,18 +218,10 @@ async def test_trades_before_a_feed_dies_mid_pane_are_in_their_window(deployment
     assert window["price_open"] == 10.0 and window["price_close"] == 12.0
     # The feed comes back: a backfilled trade for that pane, then progress. The pane closes
     # with four trades; the window is out, so the one it did not hold is late.
-    await deployment.send("bond.raw.ccxt", sym, **trade(ex, sym, base + 50, 13.0, 1.0, 4))
-    await deployment.send("bond.raw.ccxt", sym, heartbeat=True, source="ccxt", exchange=ex, symbol=sym,
-                          ts=int(time.time() * 1000))  # fmt: skip
-    await deployment.flush()
-    for _ in range(50):
-      if int(await deployment.redis.hget(f"bond:metrics:{sid}", "late") or 0) >= 1:
-        break
-      await asyncio.sleep(0.2)
-    await asyncio.sleep(0.5)
+    late = await send_late_trade(deployment, sid, trade(ex, sym, base + 50, 13.0, 1.0, 4))
   finally:
     await alive.stop()
-  assert int(await deployment.redis.hget(f"bond:metrics:{sid}", "late") or 0) == 1
+  assert late == 1
   again = [json.loads(f["e"]) for _, f in await deployment.redis.xrange(f"bond:stream:{sid}")]
   assert [e for e in again if e["seq"] == w_end] == [window]
 
