@@ -214,7 +214,11 @@ async def test_module_level_listen_and_the_cli(platform, infra, redis_client):
       sys.executable, "-m", "bond.cli", "--api-url", platform.api_url, "--api-key", platform.api_key,
       "listen", sid, "--from", "now-60s", "--format", "json",
     ]  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+    # As from a terminal: a suite started in the background inherits SIGINT ignored.
+    proc = await asyncio.create_subprocess_exec(
+      *cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     assert proc.stdout is not None
     lines = [await asyncio.wait_for(proc.stdout.readline(), 20) for _ in range(5)]
     assert [int(line.split(b'"seq":')[1].split(b",")[0]) for line in lines] == writer.written
