@@ -137,7 +137,7 @@ async def worker_memory(streams: int, rate: int, seconds: int) -> dict[str, Any]
       loaded = max(peak, await settled_rss(pid))
       stats = run.stats()
     finally:
-      run.stop_worker()
+      await run.cleanup()
   return {
     "streams": streams,
     "trades_per_sec": rate,

@@ -25,7 +25,7 @@ import httpx
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.stack import ensure_infra
+from bench.stack import drop_topics, ensure_infra
 from bond.compiler import stream_id as make_stream_id
 from bond.registry import RegistryWriter, new_record
 from bond.schemas import StreamSpec
@@ -137,6 +137,11 @@ class Run:
       except subprocess.TimeoutExpired:
         os.killpg(self.worker.pid, signal.SIGKILL)
 
+  async def cleanup(self) -> None:
+    """Stop the worker and delete this deployment's topics (its own and Faust's)."""
+    self.stop_worker()
+    await drop_topics(self.bootstrap, (self.prefix, self.group + "-"))
+
   def stats(self) -> dict[str, int]:
     """Return stage 1's counters (events aggregated, first and last batch times)."""
     return httpx.get(f"http://127.0.0.1:{self.port}/bond/stats", timeout=5).json()["stage1"]
@@ -186,7 +191,7 @@ async def throughput(bootstrap: str, redis_url: str, streams: int, events: int) 
     # Ingestion cost: stage 1's own time per raw event (aggregation, pane records, state).
     ingest_us = stats["busy_us"] / events
   finally:
-    run.stop_worker()
+    await run.cleanup()
   return {
     "streams": streams,
     "events": events,
@@ -251,7 +256,7 @@ async def emit_lag(
     pooled = await _window_lags(bootstrap, [f"{run.prefix}bond.stream.{sid}" for sid in sids])
   finally:
     await producer.stop()
-    run.stop_worker()
+    await run.cleanup()
   return {"rate": rate, "seconds": seconds, "sent": sent, "streams": streams, "windows": windows,
           "p50_ms_worst_stream": max(p50s) if p50s else None,
           "p99_ms_worst_stream": max(p99s) if p99s else None, **pooled}  # fmt: skip

@@ -114,9 +114,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_kafka(args: argparse.Namespace) -> int:
   """Run one of Kafka's console tools from the fetched jars."""
+  from bond.config import get_settings
   from bond.devstack import kafka_tool
 
-  return kafka_tool(args.tool, args.args)
+  return kafka_tool(args.tool, args.args, bootstrap=get_settings().kafka_bootstrap)
 
 
 def _client(args: argparse.Namespace):  # -> BondClient

@@ -568,13 +568,25 @@ def _tail(path: Path, lines: int) -> str:
     return "(no log)"
 
 
-def kafka_tool(tool: str, args: list[str]) -> int:
-  """Run one of Kafka's console tools from the fetched jars and return its exit code."""
+def kafka_tool(tool: str, args: list[str], bootstrap: str | None = None) -> int:
+  """Run one of Kafka's console tools from the fetched jars and return its exit code.
+
+  Without `--bootstrap-server` (or `--bootstrap-controller`) in `args`, the tool is pointed
+  at `bootstrap`, Bond's own Kafka (KAFKA_BOOTSTRAP), so `bond kafka topics --list` just works.
+  """
   if tool not in KAFKA_TOOLS:
     raise DevStackError(
       f"unknown Kafka tool {tool!r}; choose one of: {', '.join(sorted(KAFKA_TOOLS))}"
     )
   java_version()
+  named = {a.split("=", 1)[0] for a in args}
+  if bootstrap and not named & {
+    "--bootstrap-server",
+    "--bootstrap-controller",
+    "--help",
+    "--version",
+  }:
+    args = ["--bootstrap-server", bootstrap, *args]
   cmd = [
     "java", "-Xmx512m", f"-Dlog4j2.configurationFile={_resource('log4j2.yaml')}",
     "-cp", f"{kafka_libs()}/*", KAFKA_TOOLS[tool], *args,

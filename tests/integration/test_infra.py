@@ -1,12 +1,18 @@
-"""The real broker and Redis of the test session: produce/consume, a Faust agent, XADD/XRANGE."""
+"""The real broker and Redis of the test session: produce/consume, XADD/XRANGE, `bond kafka`."""
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bond.topics import CATALOG
 from bond.topics.admin import TopicAdmin
+
+BOND = str(Path(sys.executable).parent / "bond")
 
 
 async def test_catalog_topics_exist_with_their_settings(infra):
@@ -60,3 +66,32 @@ async def test_redis_stream_xadd_with_explicit_ids(redis_client, unique):
     assert [e[0] for e in entries] == ["1000-0", "2000-0"]
   finally:
     await redis_client.delete(key)
+
+
+async def test_bond_kafka_runs_kafkas_tools_against_bonds_broker(infra, unique):
+  """`bond kafka <tool>` without --bootstrap-server talks to KAFKA_BOOTSTRAP."""
+  topic = unique("kafkatool")
+  producer = AIOKafkaProducer(bootstrap_servers=infra["bootstrap"])
+  await producer.start()
+  try:
+    await producer.send_and_wait(topic, b'{"hello":"bond"}', key=b"k")
+  finally:
+    await producer.stop()
+  env = {**os.environ, "KAFKA_BOOTSTRAP": infra["bootstrap"], "BOND_ENV": "dev"}
+
+  def bond(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+      [BOND, "kafka", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+  listed = await asyncio.to_thread(bond, "topics", "--list")
+  assert listed.returncode == 0, listed.stderr
+  assert {"bond.raw.ccxt", "bond.panes", topic} <= set(listed.stdout.split())
+  read = await asyncio.to_thread(
+    bond, "console-consumer", "--topic", topic, "--from-beginning", "--max-messages", "1",
+    "--timeout-ms", "30000",
+  )  # fmt: skip
+  assert read.returncode == 0, read.stderr
+  assert read.stdout.strip() == '{"hello":"bond"}'
+  wrong = await asyncio.to_thread(bond, "no-such-tool")
+  assert wrong.returncode != 0 and "console-consumer" in wrong.stderr
