@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-BENCHES = ["bench.pipeline", "bench.gateway", "bench.memory"]
+BENCHES = ["bench.pipeline", "bench.gateway", "bench.memory", "bench.feeds"]
 
 
 def main() -> int:
