@@ -14,30 +14,24 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
-import platform
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from websockets.asyncio.client import connect
 
-from bench.stack import drop_topics, ensure_infra
+from bench.stack import drop_topics, ensure_infra, write_result
 from bond.config import Settings
 from bond.connectors.ccxt_ws import CcxtWsFeed
 from bond.sim.exchange import START_PRICES
 from bond.topics import RAW_CCXT
 from bond.topics.admin import TopicAdmin
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 FEED_SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "DOGE/USDT", "XRP/USDT"]
 
 
@@ -167,17 +161,10 @@ async def main(quick: bool) -> int:
       feed_rows.append(row)
       print(f"feed: {row['offered_per_sec']:>6} trades/s offered, {row['published_per_sec']:>6}/s into Kafka "
             f"({row['in_kafka']} records, {row['duplicates_dropped']} duplicates dropped)")  # fmt: skip
-  result = {
-    "benchmark": "feeds",
-    "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
-    "quick": quick,
-    "sim_raw_delivery": sim_rows,
-    "ccxt_ws_feed_to_kafka": feed_rows,
-  }
-  RESULTS.mkdir(parents=True, exist_ok=True)
-  (RESULTS / "feeds.json").write_text(json.dumps(result, indent=2) + "\n")
-  print(f"written {RESULTS / 'feeds.json'}")
+  path = write_result(
+    "feeds", quick, {"sim_raw_delivery": sim_rows, "ccxt_ws_feed_to_kafka": feed_rows}
+  )
+  print(f"written {path}")
   return 0
 
 

@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import platform
 import random
 import signal
 import socket
@@ -17,7 +16,6 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ import httpx
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.stack import drop_topics, ensure_infra
+from bench.stack import drop_topics, ensure_infra, write_result
 from bond.compiler import stream_id as make_stream_id
 from bond.registry import RegistryWriter, new_record
 from bond.schemas import StreamSpec
@@ -33,7 +31,6 @@ from bond.topics import CATALOG, stream_topic
 from bond.topics.admin import TopicAdmin
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 SYMBOLS = [
   "BTC/USDT",
   "ETH/USDT",
@@ -318,11 +315,7 @@ async def main(quick: bool) -> int:
     lag = await emit_lag(bootstrap, redis_url, rate=5000, seconds=10 if quick else 60, streams=16)
   cost_ratio = many["stage1_us_per_event"] / max(1e-9, one["stage1_us_per_event"])
   drain_ratio = one["events_per_sec"] / max(1, many["events_per_sec"])
-  result = {
-    "benchmark": "pipeline",
-    "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
-    "quick": quick,
+  result: dict[str, Any] = {
     "one_stream": one,
     "many_streams": many,
     "ingest_cost_ratio_many_vs_one": round(cost_ratio, 3),
@@ -335,8 +328,7 @@ async def main(quick: bool) -> int:
     "cost_ratio": cost_ratio <= 1.3,
     "emit_lag_p99": (lag.get("p99_ms_all_windows") or 1e9) < 100,
   }
-  RESULTS.mkdir(parents=True, exist_ok=True)
-  (RESULTS / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
+  path = write_result("pipeline", quick, result)
   print(
     f"ingestion cost {one['stage1_us_per_event']} vs {many['stage1_us_per_event']} us/event "
     f"(ratio {cost_ratio:.2f}); whole-worker drain ratio {drain_ratio:.2f}"
@@ -347,7 +339,7 @@ async def main(quick: bool) -> int:
     f"max {lag['max_ms_all_windows']} ms (to the stream topic, after a {WARMUP_MS // 1000} s warm-up "
     f"whose worst was {lag['warmup_max_ms']} ms)"
   )
-  print(f"written {RESULTS / 'pipeline.json'}")
+  print(f"written {path}")
   return 0
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bond.devstack import DevStack, kafka_ready, port_free, redis_answers
 from bond.errors import DevStackError
@@ -178,3 +178,22 @@ async def drop_topics(bootstrap: str, prefixes: tuple[str, ...]) -> int:
     return 0
   finally:
     await admin.close()
+
+
+def write_result(name: str, quick: bool, body: dict[str, Any]) -> Path:
+  """Write bench/results/<name>.json: the figures, with when and on what they were measured."""
+  import json
+  import platform
+  from datetime import UTC, datetime
+
+  result = {
+    "benchmark": name,
+    "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+    "quick": quick,
+    **body,
+  }
+  path = Path(__file__).resolve().parent / "results" / f"{name}.json"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(result, indent=2) + "\n")
+  return path
