@@ -251,5 +251,4 @@ async def reconcile_feeds() -> None:
   if settled():
     await runner.reconcile()
   elif runner.running:
-    runner.mute()
-    await runner.stop_feeds(list(runner.running))
+    await runner.stop_feeds(list(runner.running))  # muted at once, then closed

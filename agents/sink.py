@@ -166,7 +166,9 @@ class Sink:
       try:
         futures: list[asyncio.Future[Any]] = []
         for (sid, _event), body in zip(batch, bodies, strict=True):
-          topic = self._topics.get(sid) or await self._stream_topic(sid)
+          if sid not in self._topics:
+            await self.prepare([sid])  # the API creates it; the timer may not have come yet
+          topic = self._topics[sid]
           futures.append(await producer.send(topic, body, key=sid.encode()))
         await asyncio.gather(*futures)
         break
@@ -181,13 +183,6 @@ class Sink:
     # Redis has its own queue and task: an outage there must not hold up live delivery.
     self.redis_queue.extend(batch)
     self.redis_ready.set()
-
-  async def _stream_topic(self, sid: str) -> Any:
-    """Return the stream's output topic, creating it when the API has not (yet)."""
-    async with self._admin_lock:  # the drain and the preparing timer share one admin client
-      await (await self._admin_started()).create_stream_topic(sid)
-    topic = self._topics[sid] = stream_topic(sid).name
-    return topic
 
   async def redis_loop(self) -> None:
     """Write queued windows to the Redis rings, in order, retrying through outages."""

@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from typing import Any
 import httpx
 
 from bench import chaos_check as check
+from bench.stack import free_port
 from bond.config import Settings
 from bond.devstack import DevStack, http_ok, kafka_ready
 
@@ -81,13 +81,6 @@ FULL = Config("full", streams=50, clients=200, client_procs=2,
 
 def now_ms() -> int:
   return int(time.time() * 1000)
-
-
-def free_port() -> int:
-  """Return a TCP port free on 127.0.0.1 right now."""
-  with socket.socket() as sock:
-    sock.bind(("127.0.0.1", 0))
-    return int(sock.getsockname()[1])
 
 
 def say(text: str) -> None:

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from websockets.asyncio.client import connect
 
-from bench.stack import drop_topics, ensure_infra, write_result
+from bench.stack import drop_topics, ensure_infra, free_port, write_result
 from bond.config import Settings
 from bond.connectors.ccxt_ws import CcxtWsFeed
 from bond.sim.exchange import START_PRICES
@@ -35,17 +34,11 @@ from bond.topics.admin import TopicAdmin
 FEED_SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "DOGE/USDT", "XRP/USDT"]
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return int(s.getsockname()[1])
-
-
 class Sim:
   """The sim exchange in its own process, at `rate` trades/s per symbol."""
 
   def __init__(self, rate: float) -> None:
-    self.port = _free_port()
+    self.port = free_port()
     self.rate = rate
     self.proc: subprocess.Popen[bytes] | None = None
 

@@ -33,7 +33,6 @@ import random
 import resource
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
+
+from bench.stack import drop_topics, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -130,13 +131,6 @@ def loop_name() -> str:
   except ImportError:
     return "asyncio"
   return f"uvloop {uvloop.__version__}"
-
-
-def free_port() -> int:
-  """Return a TCP port free on 127.0.0.1 right now."""
-  with socket.socket() as sock:
-    sock.bind((HOST, 0))
-    return int(sock.getsockname()[1])
 
 
 def _log_file(name: str) -> Any:
@@ -703,7 +697,6 @@ class Deployment:
   async def cleanup(self) -> None:
     """Delete this deployment's topics and Redis keys (best effort, bounded)."""
     import redis.asyncio as aioredis
-    from aiokafka.admin import AIOKafkaAdminClient
 
     from bond.gateway.ws import metrics_key, ring_key
 
@@ -716,15 +709,7 @@ class Deployment:
       print(f"  (cleanup: Redis keys not deleted: {err})")
     finally:
       await client.aclose()
-    admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=15000)
-    try:
-      await asyncio.wait_for(admin.start(), 15)
-      names = [self.control_topic().name, *(self.stream_topic(s).name for s in self.sids)]
-      await asyncio.wait_for(admin.delete_topics(names), 30)
-    except Exception as err:
-      print(f"  (cleanup: topics not deleted: {err})")
-    finally:
-      await admin.close()
+    await drop_topics(self.bootstrap, (self.prefix,))  # its control and stream topics
 
 
 # ---------------------------------------------------------------------- the measurements

@@ -11,7 +11,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import httpx
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.stack import drop_topics, ensure_infra, write_result
+from bench.stack import drop_topics, ensure_infra, free_port, write_result
 from bond.compiler import stream_id as make_stream_id
 from bond.registry import RegistryWriter, new_record
 from bond.schemas import StreamSpec
@@ -45,12 +44,6 @@ EXCHANGE = "benchex"
 # Emit lag is reported for the steady state: windows ending in the first 10 s of the streams
 # (new streams, a worker that just started) are reported apart, as warm-up.
 WARMUP_MS = 10_000
-
-
-def _free_port() -> int:
-  with socket.socket() as sock:
-    sock.bind(("127.0.0.1", 0))
-    return int(sock.getsockname()[1])
 
 
 class Run:
@@ -108,7 +101,7 @@ class Run:
 
   def start_worker(self) -> None:
     self.log.parent.mkdir(parents=True, exist_ok=True)
-    port = self.port = _free_port()
+    port = self.port = free_port()
     faust = str(Path(sys.executable).parent / "faust")
     self.worker = subprocess.Popen(
       [faust, "-A", "bond.agents.app", "worker", "-l", "warn", "--web-port", str(port)],

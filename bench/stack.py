@@ -197,3 +197,12 @@ def write_result(name: str, quick: bool, body: dict[str, Any]) -> Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(result, indent=2) + "\n")
   return path
+
+
+def free_port() -> int:
+  """Return a TCP port free on 127.0.0.1 right now."""
+  import socket
+
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return int(sock.getsockname()[1])
