@@ -4,11 +4,13 @@ import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from bond.topics.catalog import CATALOG, TopicSpec, stream_topic
 
 log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 
 
 class TopicAdmin:
@@ -51,11 +53,34 @@ class TopicAdmin:
       for s in missing
     ]
     try:
-      await self._client.create_topics(new)
+      resp = await self._client.create_topics(new)
     except TopicAlreadyExistsError:
-      pass  # another process won the race; the topic is there either way
+      resp = None  # another process won the race; the topic is there either way
+    # create_topics does not raise per topic: read each topic's error code.
+    for topic, code, message in getattr(resp, "topic_errors", ()):
+      if code not in (0, TOPIC_ALREADY_EXISTS):
+        raise KafkaError(f"cannot create topic {topic}: error {code} {message or ''}".strip())
+    await self._visible({s.name for s in missing}, present=True)
     log.info("created topics %s", [s.name for s in missing])
     return [s.name for s in missing]
+
+  async def _visible(self, names: set[str], present: bool, timeout_sec: float = 10.0) -> None:
+    """Wait until the cluster's metadata lists `names` (or none of them): creation and
+    deletion are asynchronous in Kafka, and a busy controller takes a while to show them."""
+    deadline = asyncio.get_running_loop().time() + timeout_sec
+    delay = 0.02
+    while asyncio.get_running_loop().time() < deadline:
+      have = await self.existing()
+      if (names <= have) if present else not (names & have):
+        return
+      await asyncio.sleep(delay)
+      delay = min(0.5, delay * 2)
+    log.warning(
+      "topics %s still %s after %.0f s",
+      sorted(names),
+      "absent" if present else "listed",
+      timeout_sec,
+    )
 
   async def create_stream_topic(self, stream_id: str) -> str:
     """Create `bond.stream.<id>` if missing and return its name."""
@@ -70,11 +95,7 @@ class TopicAdmin:
       await self._client.delete_topics([name])
     except UnknownTopicOrPartitionError:
       return
-    # Deletion is asynchronous in Kafka; wait until the metadata shows it gone.
-    for _ in range(50):
-      if name not in await self.existing():
-        return
-      await asyncio.sleep(0.1)
+    await self._visible({name}, present=False)
 
 
 async def ensure_catalog(bootstrap: str) -> list[str]:
