@@ -27,7 +27,7 @@ from websockets.asyncio.client import connect
 from bench.stack import drop_topics, ensure_infra, free_port, write_result
 from bond.config import Settings
 from bond.connectors.ccxt_ws import CcxtWsFeed
-from bond.sim.exchange import START_PRICES
+from bond.sim.market import START_PRICES
 from bond.topics import RAW_CCXT
 from bond.topics.admin import TopicAdmin
 
