@@ -118,3 +118,17 @@ def test_wheel_installs_and_runs_cli_worker_api_and_gateway(infra, tmp_path):
       except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def test_editable_install_maps_the_folders_into_bond_only(tmp_path):
+  probe = (
+    "import importlib.util as u, sys\n"
+    "import bond.agents, bond.gateway, bond.topics\n"
+    "print(bond.agents.__file__, bond.gateway.__file__, bond.topics.__file__)\n"
+    "print([n for n in sys.argv[1:] if u.find_spec(n)])\n"
+  )
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  out = subprocess.run([sys.executable, "-c", probe, *MAPPED], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+  assert out[0].split() == [str(ROOT / m / "__init__.py") for m in MAPPED]
+  assert out[1] == "[]", f"importable as top-level packages: {out[1]}"
