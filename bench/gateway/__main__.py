@@ -13,24 +13,11 @@ from typing import Any
 
 from bench.gateway import __doc__ as OVERVIEW
 from bench.gateway.clients import Clients, client_worker
-from bench.gateway.common import (
-  git_commit,
-  machine,
-  raise_fd_limit,
-  run_loop,
-  write_json,
-)
+from bench.gateway.common import git_commit, machine, raise_fd_limit, run_loop, write_json
 from bench.gateway.delay import delay_at_scale
 from bench.gateway.deployment import Deployment
 from bench.gateway.fanout import fanout_throughput
-from bench.gateway.plan import (
-  CLIENT_PROCS,
-  FULL,
-  P99_TARGET_MS,
-  QUICK,
-  RATIO_TARGET,
-  RESULTS,
-)
+from bench.gateway.plan import CLIENT_PROCS, FULL, P99_TARGET_MS, QUICK, RATIO_TARGET, RESULTS
 from bench.gateway.replay import replay_latency
 from bench.gateway.servers import bare_server, gateway_server
 from bench.stack import free_port

@@ -15,13 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from bench.gateway.common import log_file, produced_at, raise_fd_limit
-from bench.gateway.plan import (
-  CLIENT_MAX_QUEUE,
-  CONNECT_CONCURRENCY,
-  LOGS,
-  REPLY_TIMEOUT_SEC,
-  ROOT,
-)
+from bench.gateway.plan import CLIENT_MAX_QUEUE, CONNECT_CONCURRENCY, LOGS, REPLY_TIMEOUT_SEC, ROOT
 
 
 @dataclasses.dataclass

@@ -12,12 +12,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, cast
 
-from bench.gateway.plan import (
-  FRAME_BYTES,
-  LOGS,
-  ROOT,
-  STEP_MS,
-)
+from bench.gateway.plan import FRAME_BYTES, LOGS, ROOT, STEP_MS
 
 
 def raise_fd_limit() -> int:

@@ -9,10 +9,7 @@ from typing import Any
 
 from bench.gateway.common import Frames, percentile, round1
 from bench.gateway.deployment import Deployment
-from bench.gateway.plan import (
-  STEP_MS,
-  Plan,
-)
+from bench.gateway.plan import STEP_MS, Plan
 from bench.gateway.servers import Server
 
 

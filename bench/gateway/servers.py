@@ -11,13 +11,7 @@ import time
 from typing import Any
 
 from bench.gateway.common import log_file
-from bench.gateway.plan import (
-  CLIENT_MAX_QUEUE,
-  HOST,
-  LOGS,
-  ROOT,
-  START_TIMEOUT_SEC,
-)
+from bench.gateway.plan import CLIENT_MAX_QUEUE, HOST, LOGS, ROOT, START_TIMEOUT_SEC
 
 
 async def bare_server(port: int) -> None:
