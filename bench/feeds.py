@@ -27,7 +27,8 @@ from websockets.asyncio.client import connect
 from bench.stack import drop_topics, ensure_infra, free_port, write_result
 from bond.config import Settings
 from bond.connectors.ccxt_ws import CcxtWsFeed
-from bond.sim.exchange import START_PRICES
+from bond.schemas import RawTick
+from bond.sim.market import START_PRICES
 from bond.topics import RAW_CCXT
 from bond.topics.admin import TopicAdmin
 
@@ -106,7 +107,7 @@ async def feed_to_kafka(bootstrap: str, rate: float, seconds: float) -> dict[str
         async for event in feed:
           if time.monotonic() - t0 >= seconds:
             break
-          if getattr(event, "heartbeat", False):
+          if not isinstance(event, RawTick):  # a heartbeat
             continue
           await producer.send(topic, event.model_dump_json(exclude_none=True).encode(),
                               key=event.symbol.encode())  # fmt: skip

@@ -19,18 +19,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from bench.gateway import (
-  CLIENT_PROCS,
-  RESULTS,
-  Clients,
-  Deployment,
-  free_port,
-  gateway_server,
-  git_commit,
-  machine,
-  raise_fd_limit,
-)
+from bench.gateway.clients import Clients
+from bench.gateway.common import git_commit, machine, raise_fd_limit
+from bench.gateway.deployment import Deployment
+from bench.gateway.plan import CLIENT_PROCS, RESULTS
+from bench.gateway.servers import gateway_server
 from bench.pipeline import EXCHANGE, SYMBOLS, Run, _trade
+from bench.stack import free_port
 
 GIB_KIB = 1 << 20
 CEILING_KIB = GIB_KIB  # 1 GiB for each process
@@ -176,7 +171,7 @@ async def main(quick: bool) -> int:
     f"  idle {mib(wk['rss_idle_kib'])} MiB, {streams} streams {mib(wk['rss_loaded_kib'])} MiB, "
     f"{wk['per_stream_kib']} KiB/stream"
   )
-  result = {
+  result: dict[str, Any] = {
     "benchmark": "memory",
     "date": datetime.now(UTC).isoformat(timespec="seconds"),
     "quick": quick,

@@ -2,7 +2,6 @@
 
 from bond.topics.catalog import (
   CATALOG,
-  CONTROL_FEEDS,
   CONTROL_STREAMS,
   PANES,
   RAW_CCXT,
@@ -16,7 +15,6 @@ from bond.topics.catalog import (
 
 __all__ = [
   "CATALOG",
-  "CONTROL_FEEDS",
   "CONTROL_STREAMS",
   "PANES",
   "RAW_CCXT",
@@ -27,3 +25,7 @@ __all__ = [
   "TopicSpec",
   "stream_topic",
 ]
+
+if __name__ != "bond.topics":
+  # topics/ ships as bond.topics (package-dir); a second copy would be a second catalog.
+  raise ImportError(f"import bond.topics, not {__name__} (topics/ is the bond.topics package)")

@@ -44,12 +44,6 @@ CONTROL_STREAMS = TopicSpec(
   partitions=1,
   compacted=True,
 )
-CONTROL_FEEDS = TopicSpec(
-  PREFIX + "bond.control.feeds",
-  key="feed id (source:exchange:symbol)",
-  value="FeedSpec {source, exchange, symbol, params} or tombstone when no stream needs it",
-  compacted=True,
-)
 RAW_CCXT = TopicSpec(
   PREFIX + "bond.raw.ccxt",
   key="symbol (BTC/USDT)",
@@ -83,7 +77,6 @@ STREAM_RETENTION_MS = HOUR_MS
 RAW_TOPICS = {"ccxt": RAW_CCXT, "twitter": RAW_X, "onchain": RAW_ONCHAIN, "custom": RAW_CUSTOM}
 CATALOG: tuple[TopicSpec, ...] = (
   CONTROL_STREAMS,
-  CONTROL_FEEDS,
   RAW_CCXT,
   RAW_X,
   RAW_ONCHAIN,

@@ -1,24 +1,32 @@
-"""The short soak-and-chaos run (bench/chaos.py --short) in the normal suite: a whole private
-platform in sim mode, SDK clients, and worker kill -9, gateway kill -9, Redis and Kafka restarts,
-a second worker joining and one of the two leaving, the sim exchange flapping. No client may lose
-or see a duplicated window, every value must match the stored copies, and no trade may be
+"""The short soak-and-chaos run (`python -m bench.chaos --short`) in the normal suite: a whole
+private platform in sim mode, SDK clients, and worker kill -9, gateway kill -9, Redis and Kafka
+restarts, a second worker joining and one of the two leaving, the sim exchange flapping. No client
+may lose or see a duplicated window, every value must match the stored copies, and no trade may be
 published twice to the raw topic (each feed runs on one worker at a time, and moves).
-Values short of a recount of the raw topic around a fault are reported (data_gaps), not failed."""
+Values short of a recount of the raw topic around a fault are reported (data_gaps), not failed.
 
-import asyncio
+The benchmark runs as its own process, as `make chaos` runs it; the test reads its result file.
+"""
+
+import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from bench.chaos import RESULTS, SHORT, report, run_chaos
+from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path):
-  home = tmp_path / "chaos"
-  result = asyncio.run(run_chaos(SHORT, home, RESULTS / "chaos-short.json"))
-  report(result)
+  out = tmp_path / "chaos-short.json"
+  cmd = [sys.executable, "-m", "bench.chaos", "--short", "--home", str(tmp_path / "chaos"), "--out", str(out)]  # fmt: skip
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=570, check=False)
+  report = f"python -m bench.chaos --short exited {proc.returncode}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+  assert out.exists(), report
+  result = json.loads(out.read_text())
   rows = {row["key"]: row for row in result["table"]}
   assert {
     "worker_kill9",
@@ -26,13 +34,16 @@ def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path):
     "redis_restart",
     "worker_join",
     "worker_leave",
-  } <= rows.keys()
+  } <= rows.keys(), report
   lost = {k: r["lost"] for k, r in rows.items() if r["lost"]}
   dup = {k: r["dup"] for k, r in rows.items() if r["dup"]}
-  assert not lost and not dup, f"windows lost {lost}, duplicated {dup}"
+  assert not lost and not dup, f"windows lost {lost}, duplicated {dup}\n{report}"
   # Every client's events equal the stream's own Kafka and Redis copies. How complete the
   # values are around a fault (vs a recount of the raw topic) is reported in data_gaps.
-  assert result["bad_values"] == 0, "events differ from their stream's Kafka/Redis copies"
+  assert result["bad_values"] == 0, (
+    f"events differ from their stream's Kafka/Redis copies\n{report}"
+  )
   assert not result["problems"], "\n".join(result["problems"])
-  assert all(row["recovery_s"] is not None for row in result["table"][1:-1])
-  shutil.rmtree(home, ignore_errors=True)
+  assert all(row["recovery_s"] is not None for row in result["table"][1:-1]), report
+  assert proc.returncode == 0, report
+  shutil.rmtree(tmp_path / "chaos", ignore_errors=True)  # Kafka and Redis data of the run

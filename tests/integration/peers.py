@@ -1,30 +1,8 @@
-"""Helpers of the connector tests: started local peers and reading a connector's events."""
+"""Reading a connector's events in the connector tests (the peers are fixtures in conftest.py)."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-
-import pytest
-
-
-def peer_fixture(cls: type) -> Any:
-  """Return a fixture giving a factory of started `cls` peers on free ports, all stopped after."""
-
-  @pytest.fixture
-  async def factory() -> AsyncIterator[Callable[..., Any]]:
-    made: list[Any] = []
-
-    async def make(**kwargs: Any) -> Any:
-      peer = cls(port=0, **kwargs)
-      await peer.start()
-      made.append(peer)
-      return peer
-
-    yield make
-    for peer in made:
-      await peer.stop()
-
-  return factory
 
 
 async def collect(

@@ -1,11 +1,11 @@
-"""A private Bond deployment driven by a test: its own topic prefix, streams and raw events."""
+"""A private Bond deployment driven by a test: its own topic prefix, streams and raw events
+(the `deployment` fixture in conftest.py starts one)."""
 
 import asyncio
 import dataclasses
 import json
 import time
 
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from bond.compiler import stream_id as make_stream_id
@@ -58,14 +58,6 @@ class Deployment:
         return [json.loads(fields["e"]) for _, fields in entries]
       await asyncio.sleep(0.1)
     raise AssertionError(f"only {len(entries)} of {count} windows in Redis for {sid}")
-
-
-@pytest.fixture
-async def deployment(isolated_env, redis_client):
-  dep = Deployment(isolated_env, redis_client)
-  await dep.start()
-  yield dep
-  await dep.stop()
 
 
 def trade(ex: str, sym: str, ts: int, price: float, amount: float, tid: int) -> dict:

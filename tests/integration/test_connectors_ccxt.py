@@ -12,10 +12,7 @@ from bond.connectors.backoff import Backoff
 from bond.connectors.ccxt_poll import CcxtPoller
 from bond.connectors.ccxt_ws import CcxtWsFeed
 from bond.schemas import Heartbeat, RawTick
-from bond.sim.exchange import SimExchange
-from tests.integration.peers import collect, peer_fixture
-
-sim_factory = peer_fixture(SimExchange)
+from tests.integration.peers import collect
 
 
 def trades_of(events: list[Any], symbol: str, exchange: str | None = None) -> list[int]:

@@ -6,16 +6,12 @@ from typing import Any
 from bond.connectors.backoff import Backoff
 from bond.connectors.custom_ws import CustomWsFeed
 from bond.schemas import CustomEvent, CustomMapping, CustomSource, Heartbeat
-from bond.sim.feed_peer import FeedPeer
-from tests.integration.peers import collect, peer_fixture
+from tests.integration.peers import collect
 
 MAPPING = CustomMapping(
   ts="data.T", price="data.p", amount="data.q", symbol="data.s", filter={"type": "trade"}
 )
 FAST = Backoff(base_sec=0.05, max_sec=0.2, jitter=0)
-
-
-feed_peer_factory = peer_fixture(FeedPeer)
 
 
 def customs(events: list[Any]) -> list[CustomEvent]:

@@ -6,10 +6,7 @@ from typing import Any
 from bond.connectors.backoff import Backoff
 from bond.connectors.geyser import GeyserFeed, channel_target
 from bond.schemas import Heartbeat, OnchainEvent
-from bond.sim.geyser_peer import GeyserPeer
-from tests.integration.peers import collect, peer_fixture
-
-peer_factory = peer_fixture(GeyserPeer)
+from tests.integration.peers import collect
 
 
 def blocks(events: list[Any]) -> list[int]:
@@ -22,8 +19,8 @@ def test_channel_target_picks_tls_for_https():
   assert channel_target("chi1.cracknode.com:10000") == ("chi1.cracknode.com:10000", False)
 
 
-async def test_grpc_feed_maps_transactions_transfers_and_blocks(peer_factory):
-  peer = await peer_factory(slot_ms=40, txs_per_slot=4, x_token="sekret", seed=3)
+async def test_grpc_feed_maps_transactions_transfers_and_blocks(geyser_peer_factory):
+  peer = await geyser_peer_factory(slot_ms=40, txs_per_slot=4, x_token="sekret", seed=3)
   feed = GeyserFeed(
     mode="grpc", endpoint=peer.endpoint, x_token="sekret", event_types=["tx", "transfer", "block"]
   )
@@ -40,8 +37,8 @@ async def test_grpc_feed_maps_transactions_transfers_and_blocks(peer_factory):
   assert slots == sorted(slots)
 
 
-async def test_grpc_feed_resumes_from_slot_after_stream_killed(peer_factory):
-  peer = await peer_factory(slot_ms=30, txs_per_slot=3, seed=4)
+async def test_grpc_feed_resumes_from_slot_after_stream_killed(geyser_peer_factory):
+  peer = await geyser_peer_factory(slot_ms=30, txs_per_slot=3, seed=4)
   feed = GeyserFeed(
     mode="grpc",
     endpoint=peer.endpoint,
@@ -62,8 +59,8 @@ async def test_grpc_feed_resumes_from_slot_after_stream_killed(peer_factory):
   assert peer.stats["from_slots"], "the client did not ask to resume"
 
 
-async def test_grpc_feed_answers_server_pings(peer_factory):
-  peer = await peer_factory(slot_ms=1000, ping_sec=0.2, seed=5)
+async def test_grpc_feed_answers_server_pings(geyser_peer_factory):
+  peer = await geyser_peer_factory(slot_ms=1000, ping_sec=0.2, seed=5)
   feed = GeyserFeed(mode="grpc", endpoint=peer.endpoint, event_types=["block"], heartbeat_sec=0.5)
   async with feed:
     events = await collect(feed, lambda ev: any(isinstance(e, Heartbeat) for e in ev))
@@ -73,8 +70,8 @@ async def test_grpc_feed_answers_server_pings(peer_factory):
   assert beat.source == "onchain" and beat.exchange == "sol"
 
 
-async def test_grpc_feed_wrong_token_counts_errors(peer_factory):
-  peer = await peer_factory(slot_ms=50, x_token="right")
+async def test_grpc_feed_wrong_token_counts_errors(geyser_peer_factory):
+  peer = await geyser_peer_factory(slot_ms=50, x_token="right")
   feed = GeyserFeed(
     mode="grpc", endpoint=peer.endpoint, x_token="wrong", backoff=Backoff(base_sec=0.1, max_sec=0.2)
   )

@@ -9,17 +9,13 @@ import httpx
 from bond.connectors.backoff import Backoff
 from bond.connectors.x_stream import XStream
 from bond.schemas import Heartbeat, Tweet
-from bond.sim.x_peer import XPeer
-from tests.integration.peers import collect, peer_fixture
+from tests.integration.peers import collect
 
 FAST = {
   "network_backoff": Backoff(base_sec=0.05, max_sec=0.2, linear=True, jitter=0),
   "http_backoff": Backoff(base_sec=0.1, max_sec=0.4, jitter=0),
   "rate_limit_backoff": Backoff(base_sec=0.3, max_sec=1.0, jitter=0),
 }
-
-
-x_peer_factory = peer_fixture(XPeer)
 
 
 def tweets(events: list[Any]) -> list[Tweet]:

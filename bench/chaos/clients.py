@@ -1,7 +1,7 @@
 """SDK listeners for the chaos run: many `BondClient.listen` loops in one process, each recording
 every event it yields (and every frame the gateway sent, before the SDK's own seq filter).
 
-    python -m bench.chaos_clients --api URL --ws URL --out FILE CID:STREAM_ID ...
+    python -m bench.chaos.clients --api URL --ws URL --out FILE CID:STREAM_ID ...
 
 Each yielded event becomes a line `cid seq recv_ms digest` in FILE (flushed every 0.2 s);
 on SIGTERM the process writes FILE.summary.json (per client: frames, re-sent frames the SDK
@@ -128,7 +128,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
   """Parse the command line and listen until SIGTERM."""
-  parser = argparse.ArgumentParser(prog="python -m bench.chaos_clients", description=__doc__)
+  parser = argparse.ArgumentParser(prog="python -m bench.chaos.clients", description=__doc__)
   parser.add_argument("--api", required=True)
   parser.add_argument("--ws", required=True)
   parser.add_argument("--out", required=True)
