@@ -616,7 +616,7 @@ def gateway_server(port: int, env: dict[str, str], name: str = "gateway") -> Ser
   cmd = [
     sys.executable, "-m", "uvicorn", "bond.gateway.app:gateway", "--factory",
     "--host", HOST, "--port", str(port), "--ws-per-message-deflate", "false",
-    "--no-access-log", "--log-level", "warning",
+    "--ws-max-size", "4096", "--no-access-log", "--log-level", "warning",
   ]  # fmt: skip
   return Server(name, cmd, port, env, "/readyz")
 
@@ -667,7 +667,7 @@ class Deployment:
     await writer.start()
     try:
       for sid in sids:
-        await writer.put(new_record(sid, "bench", spec))
+        await writer.put(new_record(sid, "bench", spec, token_epoch=0))  # url() signs epoch 0
     finally:
       await writer.stop()
     self.sids += sids
@@ -682,6 +682,9 @@ class Deployment:
       BOND_TOPIC_PREFIX=self.prefix,
       BOND_SECRET=self.secret,
       BOND_ENV="dev",
+      # Every bench socket shares one address and, per stream, one token.
+      BOND_WS_MAX_PER_TOKEN="1000000",
+      BOND_WS_MAX_PER_IP="1000000",
       PYTHONUNBUFFERED="1",
       **extra,
     )
@@ -698,7 +701,8 @@ class Deployment:
     """Delete this deployment's topics and Redis keys (best effort, bounded)."""
     import redis.asyncio as aioredis
 
-    from bond.gateway.ws import metrics_key, ring_key
+    from bond.wire import metrics_key
+    from bond.wire import stream_key as ring_key
 
     client = aioredis.from_url(self.redis_url, socket_timeout=5)
     try:
@@ -1065,7 +1069,7 @@ async def _replay_once(
   """Fill the ring with `windows` windows inside now-60s, connect, time the replay."""
   from websockets.asyncio.client import connect
 
-  from bond.gateway.ws import ring_key
+  from bond.wire import stream_key as ring_key
 
   frames.next_seq = int(time.time() * 1000) - 100 - (windows - 1) * STEP_MS
   pipe = redis.pipeline(transaction=False)

@@ -13,8 +13,7 @@ import websockets
 
 from bond.config import Settings
 from bond.tokens import sign
-from tests.integration import test_gateway_support as support
-from tests.integration.test_gateway_support import (
+from tests.integration.gateways import (
   STEP_MS,
   GatewayServer,
   WindowWriter,
@@ -22,7 +21,6 @@ from tests.integration.test_gateway_support import (
 )
 
 pytestmark = pytest.mark.integration
-streams = support.streams  # the fixture
 
 TRIALS = 100
 CONNECT_SPREAD_SEC = 2.5

@@ -19,7 +19,7 @@ from bond.client import BondAPIError, BondClient, StreamClosedError
 from bond.config import Settings
 from bond.gateway.api import create_api_app
 from tests.conftest import ROOT, free_port
-from tests.integration.test_gateway_support import STEP_MS, GatewayProcess, WindowWriter, wait_until
+from tests.integration.gateways import STEP_MS, GatewayProcess, WindowWriter, wait_until
 
 pytestmark = pytest.mark.integration
 
