@@ -69,13 +69,15 @@ class Session:
     if self.done.is_set():
       return False
     # len(str) counts characters; frames are JSON, so almost always ASCII: bytes ~ chars.
-    if len(self.queue) >= self.limit or self.queued_bytes + len(frame) > self.limit_bytes:
+    over = ""
+    if len(self.queue) >= self.limit:
+      over = f"more than {self.limit} frames waiting (BOND_WS_QUEUE)"
+    elif self.queued_bytes + len(frame) > self.limit_bytes:
+      over = f"more than {self.limit_bytes} bytes waiting (BOND_WS_QUEUE_BYTES)"
+    if over:
       self.queue.clear()
       self.queued_bytes = 0
-      self.end(
-        wire.TOO_SLOW,
-        f"client too slow: over {self.limit} frames or {self.limit_bytes} bytes waiting",
-      )
+      self.end(wire.TOO_SLOW, f"client too slow: {over}")
       return False
     self.queue.append((seq, frame))
     self.queued_bytes += len(frame)

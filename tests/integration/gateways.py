@@ -60,9 +60,13 @@ def event(sid: str, seq: int, pad: int = 0) -> dict[str, Any]:
 class GatewayServer:
   """The gateway app under an in-process uvicorn on 127.0.0.1."""
 
-  def __init__(self, settings: Settings, port: int | None = None) -> None:
+  def __init__(
+    self, settings: Settings, port: int | None = None, ws_max_size: int | None = None
+  ) -> None:
     self.settings = settings
     self.port = port or free_port()
+    # uvicorn's --ws-max-size: the launch commands pass BOND_WS_MAX_FRAME_BYTES.
+    self.ws_max_size = ws_max_size or settings.bond_ws_max_frame_bytes
     self.app = create_gateway_app(settings, handle_signals=False)
     self.server: uvicorn.Server | None = None
     self._task: asyncio.Task[None] | None = None
@@ -86,7 +90,7 @@ class GatewayServer:
       log_level="warning",
       lifespan="on",
       ws_ping_interval=5,
-      ws_max_size=self.settings.bond_ws_max_frame_bytes,  # as the launch commands do
+      ws_max_size=self.ws_max_size,
     )
     self.server = uvicorn.Server(config)
     self._task = asyncio.create_task(self.server.serve())
