@@ -2,6 +2,7 @@
 
 import asyncio
 import difflib
+import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,8 +31,8 @@ MARKETS_TIMEOUT_SEC = 5.0
 
 async def load_markets(exchange_id: str, settings: Settings) -> set[str]:
   """Return the spot symbols an exchange lists (the sim exchange's in sim mode)."""
-  import ccxt
-
+  # The first import of ccxt takes seconds of CPU: not on the event loop.
+  ccxt = await asyncio.to_thread(importlib.import_module, "ccxt")
   from bond.connectors.markets import list_markets
 
   try:

@@ -43,6 +43,8 @@ FINAL_CLOSE_CODES = {
 BACKOFF_BASE_SEC = 0.25
 BACKOFF_MAX_SEC = 10.0
 TOKEN_MARGIN_SEC = 60.0
+RATE_LIMIT_RETRIES = 3
+RATE_LIMIT_MAX_WAIT_SEC = 10.0
 
 
 class SymbolFields(TypedDict, total=False):
@@ -133,6 +135,19 @@ def _answer(resp: httpx.Response) -> Any:
   raise BondAPIError(resp.status_code, code, message)
 
 
+def _rate_limited_for(resp: httpx.Response) -> float | None:
+  """Return how long to wait before retrying a 429 `rate_limited` answer, else None."""
+  if resp.status_code != 429:
+    return None
+  try:
+    if resp.json()["error"]["code"] != "rate_limited":
+      return None  # too_many_streams: waiting does not help
+    wait = float(resp.headers.get("retry-after", "1"))
+  except (ValueError, KeyError, TypeError):
+    return None
+  return min(max(wait, 0.1), RATE_LIMIT_MAX_WAIT_SEC) * random.uniform(1.0, 1.2)
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
   return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
@@ -214,10 +229,15 @@ class BondClient:
       self._http = httpx.AsyncClient(
         base_url=self.api_url, headers=_headers(self.api_key), timeout=self.timeout_sec
       )
-    try:
-      resp = await self._http.request(method, path, json=body)
-    except httpx.TransportError as err:
-      raise BondConnectionError(self.api_url, err) from err
+    for attempt in range(RATE_LIMIT_RETRIES + 1):
+      try:
+        resp = await self._http.request(method, path, json=body)
+      except httpx.TransportError as err:
+        raise BondConnectionError(self.api_url, err) from err
+      wait = _rate_limited_for(resp)
+      if wait is None or attempt == RATE_LIMIT_RETRIES:
+        break
+      await asyncio.sleep(wait)  # the project is over its request rate: as the API asks
     return _answer(resp)
 
   async def aclose(self) -> None:
