@@ -3,7 +3,8 @@
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+
+from bond import wire
 
 _RELATIVE = re.compile(r"now(?:-(\d{1,9})(s|m|h|d))?")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -29,10 +30,7 @@ def parse_from(value: str, now_ms: int | None = None) -> ReplayStart:
     back = int(rel[1]) * _UNIT_MS[rel[2]] if rel[1] else 0
     return ReplayStart(min_seq=max(0, now - back))
   try:
-    when = datetime.fromisoformat(text)
-    if when.tzinfo is None:
-      when = when.replace(tzinfo=UTC)
-    return ReplayStart(min_seq=max(0, int(when.timestamp() * 1000)))
+    return ReplayStart(min_seq=max(0, wire.parse_iso_ms(text)))
   except (ValueError, OverflowError, OSError):
     raise ValueError(
       f"from={value[:40]!r} is not now-60s, now-5m, now-2h, an ISO-8601 time or a seq"
