@@ -9,7 +9,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bond.errors import BondError, LimitError, NotFoundError, SpecError, UpstreamError
+from bond.errors import (
+  ApiError,
+  BadJsonError,
+  BodyTooLargeError,
+  BondError,
+  UnsupportedMediaError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,28 +29,9 @@ _HTTP_CODES = {
   413: "body_too_large",
   415: "unsupported_media_type",
   422: "unprocessable",
-  429: "too_many_streams",
+  429: "too_many_requests",
   503: "unavailable",
 }
-
-
-class ApiError(Exception):
-  """An error answered to the client with a status, a machine code and a readable message."""
-
-  def __init__(
-    self,
-    status: int,
-    code: str,
-    message: str,
-    headers: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
-  ) -> None:
-    super().__init__(message)
-    self.status = status
-    self.code = code
-    self.message = message
-    self.headers = headers
-    self.extra = extra or {}
 
 
 def error_response(
@@ -58,12 +45,6 @@ def error_response(
   return JSONResponse(
     {"error": {"code": code, "message": message}, **(extra or {})}, status, headers
   )
-
-
-async def api_error_handler(request: Request, exc: Exception) -> Response:
-  """Answer an ApiError."""
-  assert isinstance(exc, ApiError)
-  return error_response(exc.status, exc.code, exc.message, exc.headers, exc.extra)
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
@@ -82,23 +63,20 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def bond_error_handler(request: Request, exc: Exception) -> Response:
-  """Answer a BondError by its kind: spec 422, not found 404, limit 429, upstream 503."""
+  """Answer a BondError with the status and code its kind declares."""
   assert isinstance(exc, BondError)
-  if isinstance(exc, SpecError):
-    status = 422
-  elif isinstance(exc, NotFoundError):
-    status = 404
-  elif isinstance(exc, LimitError):
-    status = 429
-  elif isinstance(exc, UpstreamError) or exc.retriable:
-    status = 503
-  else:
+  status = exc.http_status
+  if status >= 500 and not exc.retriable:
     log.error(
       "unexpected %s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc
     )
-    status = 500
-  headers = {"Retry-After": "1"} if status == 503 else None
-  return error_response(status, exc.code, exc.message, headers)
+  headers: dict[str, str] | None = None
+  extra: dict[str, Any] | None = None
+  if isinstance(exc, ApiError):
+    headers, extra = exc.headers, exc.extra
+  elif exc.retriable and status == 503:
+    headers = {"Retry-After": "1"}
+  return error_response(status, exc.code, exc.message, headers, extra)
 
 
 async def server_error_handler(request: Request, exc: Exception) -> Response:
@@ -111,9 +89,7 @@ async def read_json_object(request: Request, limit: int = MAX_BODY_BYTES) -> dic
   """Read the request body (at most `limit` bytes) and return it as a JSON object."""
   ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
   if ctype and ctype != "application/json" and not ctype.endswith("+json"):
-    raise ApiError(
-      415, "unsupported_media_type", f"send JSON with Content-Type: application/json, not {ctype}"
-    )
+    raise UnsupportedMediaError(f"send JSON with Content-Type: application/json, not {ctype}")
   declared = request.headers.get("content-length")
   if declared is not None and declared.isdigit() and int(declared) > limit:
     raise body_too_large(limit)
@@ -126,19 +102,17 @@ async def read_json_object(request: Request, limit: int = MAX_BODY_BYTES) -> dic
     chunks.append(chunk)
   raw = b"".join(chunks)
   if not raw.strip():
-    raise ApiError(400, "bad_json", "the request body is empty; send a JSON object")
+    raise BadJsonError("the request body is empty; send a JSON object")
   try:
     data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
   except UnicodeDecodeError:
-    raise ApiError(400, "bad_json", "the request body is not UTF-8 JSON") from None
+    raise BadJsonError("the request body is not UTF-8 JSON") from None
   except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
-    raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
+    raise BadJsonError(f"the request body is not valid JSON: {exc}") from None
   except RecursionError:
-    raise ApiError(400, "bad_json", "the request body is nested too deeply") from None
+    raise BadJsonError("the request body is nested too deeply") from None
   if not isinstance(data, dict):
-    raise ApiError(
-      400, "bad_json", f"the request body must be a JSON object, not {type(data).__name__}"
-    )
+    raise BadJsonError(f"the request body must be a JSON object, not {type(data).__name__}")
   return data
 
 
@@ -153,6 +127,6 @@ def _finite_float(text: str) -> float:
   return value
 
 
-def body_too_large(limit: int = MAX_BODY_BYTES) -> ApiError:
+def body_too_large(limit: int = MAX_BODY_BYTES) -> BodyTooLargeError:
   """Return the 413 error for a body over the limit."""
-  return ApiError(413, "body_too_large", f"the request body is over {limit // 1024} KiB")
+  return BodyTooLargeError(f"the request body is over {limit // 1024} KiB")

@@ -23,6 +23,17 @@ class CreateFromSentence(BaseModel):
   )
 
 
+class TokenRequest(BaseModel):
+  """Options of a token refresh (the body is optional)."""
+
+  model_config = ConfigDict(extra="forbid")
+
+  revoke_previous: bool = Field(
+    False,
+    description="invalidate every earlier token of the stream (open sockets on them close 4401)",
+  )
+
+
 class CreateFromSpec(BaseModel):
   """Create (or compile) a stream from a structured spec."""
 
@@ -53,7 +64,9 @@ class TokenInfo(BaseModel):
   """A fresh signed token and the WebSocket URL that carries it."""
 
   stream_id: str
-  token: str = Field(description="<stream_id>.<exp_unix>.<hex HMAC-SHA256>")
+  token: str = Field(
+    description="<stream_id>.<exp_unix>.<epoch>.<hex HMAC-SHA256>, one canonical spelling"
+  )
   ws_url: str = Field(description="ws://<WS_HOST>/ws/<stream_id>?token=...")
   expires_in_sec: int
   expires_at: int = Field(description="unix seconds")
@@ -125,7 +138,7 @@ class ErrorBody(BaseModel):
   error: ErrorDetail
 
 
-_REQUEST_MODELS: list[type[BaseModel]] = [CreateFromSentence, CreateFromSpec]
+_REQUEST_MODELS: list[type[BaseModel]] = [CreateFromSentence, CreateFromSpec, TokenRequest]
 _RESPONSE_MODELS: list[type[BaseModel]] = [
   StreamInfo,
   StreamList,
@@ -146,8 +159,11 @@ _ERRORS = {
   "413": "the body is over 64 KiB",
   "415": "the body is not JSON",
   "422": "the spec or sentence is not understood; the message says why",
-  "429": "the project is at BOND_MAX_STREAMS; delete a stream first",
-  "503": "Kafka or Redis is unavailable; retry",
+  "429": (
+    "too_many_streams: the project is at BOND_MAX_STREAMS (delete a stream first); or "
+    "rate_limited: over BOND_API_RATE_PER_SEC, retry after the Retry-After seconds"
+  ),
+  "503": "Kafka or Redis is unavailable, or the API is busy compiling; retry",
 }
 
 
@@ -166,6 +182,7 @@ def _op(
   errors: tuple[str, ...],
   *,
   body: bool = False,
+  token_body: bool = False,
   auth: bool = True,
   stream_id: bool = False,
   tag: str = "streams",
@@ -173,6 +190,8 @@ def _op(
   responses: dict[str, Any] = {}
   for status, (desc, model) in ok.items():
     responses[status] = {"description": desc} if model is None else _json(_ref(model), desc)
+  if auth:
+    errors = (*errors, "429") if "429" not in errors else errors  # the per-key rate limit
   for status in errors:
     responses[status] = _json(_ref("ErrorBody"), _ERRORS[status])
   op: dict[str, Any] = {
@@ -197,6 +216,12 @@ def _op(
       "required": True,
       "description": "exactly one of natural_language or spec",
       "content": {"application/json": {"schema": schema}},
+    }
+  if token_body:
+    op["requestBody"] = {
+      "required": False,
+      "description": 'optional: {"revoke_previous": true} invalidates every earlier token',
+      "content": {"application/json": {"schema": _ref("TokenRequest")}},
     }
   if auth:
     op["security"] = [{"bearer": []}, {}]
@@ -242,11 +267,12 @@ def build_openapi(version: str = "0.3.0") -> dict[str, Any]:
     },
     "/v1/streams/{stream_id}/token": {
       "post": _op(
-        "Issue a fresh token for a stream",
+        "Issue a fresh token for a stream (optionally revoking the earlier ones)",
         "refreshToken",
         {"200": ("a new token", "TokenInfo")},
-        ("401", "404"),
+        ("400", "401", "404", "413", "415", "422", "503"),
         stream_id=True,
+        token_body=True,
       ),
     },
     "/v1/streams/{stream_id}/metrics": {

@@ -5,366 +5,47 @@ increasing `seq`. A connection registers for live events first (they wait in its
 queue), replays the ring from `from`, then drains the queue keeping only `seq` greater
 than the last one sent, so the splice has no gap and no duplicate.
 
-Close codes: 4400 bad `from`, 4401 bad or expired token, 4403 token for another stream,
-4404 unknown or deleted stream, 4408 client too slow, 1001 server going away, 1013 replay
-or live feed unavailable (try again), 1008/1009 abusive client messages.
-
-Once a socket is caught up (replay and splice done, nothing queued), the fan-out writes
-live frames straight to its transport (under uvicorn's sans-I/O WebSocket protocol) rather
-than waking the socket's send task; a socket that cannot take a frame at once goes back to
-its bounded queue. The collector is kept off the long-lived session objects (`gc.freeze`).
+The client may send one kind of message: `{"type": "refresh", "token": "<new token>"}`
+(a text frame within BOND_WS_MAX_FRAME_BYTES) to keep the socket past its token's
+expiry; anything else is read and dropped. Close codes are those of `bond.wire`.
 """
 
 import asyncio
 import functools
-import gc
+import json
 import logging
-import re
-import signal
-import threading
 import time
-from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from types import FrameType
+from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from websockets.exceptions import WebSocketException
-from websockets.frames import Frame, Opcode
-from websockets.protocol import State
 
-from bond import logredact
-from bond.config import Settings, get_settings
+from bond import wire
+from bond.config import Settings
+from bond.gateway.admission import Admission
+from bond.gateway.direct import direct_writer
 from bond.gateway.fanout import Fanout
+from bond.gateway.gctune import GcTuning
+from bond.gateway.resume import ReplayStart
+from bond.gateway.session import NOTHING_SENT, Refused, Session, close_socket
+from bond.gateway.stats import GatewayStats
 from bond.registry import Registry, StreamRecord
-from bond.tokens import TokenError, verify
-
-try:
-  from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-except ImportError:  # another server or uvicorn version: every frame goes through ASGI
-  WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
+from bond.tokens import TokenError
 
 log = logging.getLogger(__name__)
 
-BAD_FROM, BAD_TOKEN, WRONG_STREAM, NO_STREAM, TOO_SLOW = 4400, 4401, 4403, 4404, 4408
-GOING_AWAY, POLICY, TOO_BIG, INTERNAL, TRY_AGAIN = 1001, 1008, 1009, 1011, 1013
-
-MAX_CLIENT_MSG_BYTES = 4096
 MAX_CLIENT_MSGS_PER_SEC = 100
-REGISTRY_WAIT_SEC = 2.0  # a stream created a moment ago may not have reached this gateway yet
-CLOSE_TIMEOUT_SEC = 10.0
 GO_AWAY_TIMEOUT_SEC = 5.0
 FLUSH_SEC = 0.5
 RING_PAGE = 500
 GAP_RETRY_SEC = (0.05, 0.1, 0.2, 0.4)
-NOTHING_SENT = -1  # a session's last seq before its first frame (seqs are epoch ms)
-SERVER_SEND = "bond.server_send"  # scope key: the server's own ASGI send callable
-
-# The collector: young collections every 50,000 allocations rather than 700, and the
-# objects of sessions opened in batches frozen (gc.freeze) so that no collection walks the
-# thousands of long-lived sockets again; the frozen garbage is collected when idle.
-GC_THRESHOLDS = (50_000, 20, 100)
-FREEZE_EVERY_CONNECTS = 500
-FREEZE_DELAY_SEC = 1.0  # after a batch of connects, so that its handshakes are done
-THAW_DELAY_SEC = 5.0
-THAW_MIN_CLOSES = 20_000  # with sockets open, collect the frozen ones after this many closes
-
-_RELATIVE = re.compile(r"now(?:-(\d{1,9})(s|m|h|d))?")
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def ring_key(stream_id: str) -> str:
-  """Return the Redis Stream holding a stream's recent events."""
-  return f"bond:stream:{stream_id}"
-
-
-def metrics_key(stream_id: str) -> str:
-  """Return the Redis hash holding a stream's counters."""
-  return f"bond:metrics:{stream_id}"
-
-
-@dataclass(frozen=True)
-class ReplayStart:
-  """Where a replay begins: the smallest seq to send, and the seq already seen (if any)."""
-
-  min_seq: int
-  after: int | None = None
-
-
-def parse_from(value: str, now_ms: int | None = None) -> ReplayStart:
-  """Parse `from`: now-60s / now-5m / now-2h / now-1d, ISO-8601, or a seq to resume after."""
-  text = value.strip()
-  now = int(time.time() * 1000) if now_ms is None else now_ms
-  if text.isdigit() and len(text) <= 18:
-    seq = int(text)
-    return ReplayStart(min_seq=seq + 1, after=seq)
-  rel = _RELATIVE.fullmatch(text.lower())
-  if rel is not None:
-    back = int(rel[1]) * _UNIT_MS[rel[2]] if rel[1] else 0
-    return ReplayStart(min_seq=max(0, now - back))
-  try:
-    when = datetime.fromisoformat(text)
-    if when.tzinfo is None:
-      when = when.replace(tzinfo=UTC)
-    return ReplayStart(min_seq=max(0, int(when.timestamp() * 1000)))
-  except (ValueError, OverflowError, OSError):
-    raise ValueError(
-      f"from={value[:40]!r} is not now-60s, now-5m, now-2h, an ISO-8601 time or a seq"
-    ) from None
-
-
-class _Refused(Exception):
-  def __init__(self, code: int, reason: str) -> None:
-    super().__init__(reason)
-    self.code = code
-    self.reason = reason
-
-
-class _Wire:
-  """The unmasked text frame of the record being fanned out, built once for all sockets."""
-
-  def __init__(self) -> None:
-    self._frame: str | None = None
-    self._wire = b""
-
-  def __call__(self, frame: str) -> bytes:
-    # The fan-out hands the same str object to every sink of a record.
-    if frame is not self._frame:
-      self._frame = frame
-      self._wire = Frame(Opcode.TEXT, frame.encode()).serialize(mask=False)
-    return self._wire
-
-
-_wire = _Wire()
-
-
-class DirectWriter:
-  """Writes text frames straight to a uvicorn sans-I/O WebSocket, without the ASGI layers."""
-
-  __slots__ = ("_conn", "_proto", "_shared", "_transport")
-
-  def __init__(self, proto: Any) -> None:
-    self._proto = proto
-    self._conn = proto.conn
-    self._transport = proto.transport
-    # A server's frames are not masked: with no extension (per-message deflate) the bytes
-    # are the same for every socket of the stream.
-    self._shared = not proto.conn.extensions
-
-  def write(self, frame: str) -> bool:
-    """Write one frame now; False when the socket cannot take it without waiting."""
-    proto = self._proto
-    if proto.disconnected or not proto.writable.is_set() or self._conn.state is not State.OPEN:
-      return False
-    # This runs inside the fan-out's loop: one socket's failure must not reach the others.
-    # The send task meets the same error through ASGI and ends the session.
-    try:
-      if self._shared:
-        self._transport.write(_wire(frame))
-      else:
-        self._conn.send_text(frame.encode())
-        self._transport.write(b"".join(self._conn.data_to_send()))
-    except (RuntimeError, OSError, WebSocketException):
-      return False
-    return True
-
-
-def direct_writer(ws: WebSocket) -> DirectWriter | None:
-  """Return a direct writer for the socket when the server is uvicorn's sans-I/O protocol."""
-  proto = getattr(ws.scope.get(SERVER_SEND), "__self__", None)
-  if WebSocketsSansIOProtocol is None or not isinstance(proto, WebSocketsSansIOProtocol):
-    return None
-  if proto.transport is None or not proto.handshake_complete:
-    return None
-  return DirectWriter(proto)
-
-
-class _KeepServerSend:
-  """Puts the server's own `send` in a WebSocket's scope, under the wrappers Starlette adds."""
-
-  def __init__(self, app: ASGIApp) -> None:
-    self.app = app
-
-  async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] != "websocket":
-      await self.app(scope, receive, send)
-      return
-    scope[SERVER_SEND] = send
-    try:
-      await self.app(scope, receive, send)
-    finally:
-      # The server's protocol holds the scope: leave no reference cycle for the collector.
-      scope.pop(SERVER_SEND, None)
-
-
-class Session:
-  """One socket's bounded queue of live frames and how it should end."""
-
-  def __init__(self, stream_id: str, limit: int, direct: DirectWriter | None = None) -> None:
-    self.stream_id = stream_id
-    self.limit = limit
-    self.direct = direct
-    self.queue: deque[tuple[int, str]] = deque()
-    self.ready = asyncio.Event()
-    self.done = asyncio.Event()
-    self.code: int | None = None
-    self.reason = ""
-    self.disconnected = False
-    self.last = NOTHING_SENT  # the seq of the last frame sent, by either path
-    # True only while the send task is idle and caught up (replay and splice done, queue
-    # empty, nothing being sent): the fan-out may then write frames to the socket itself.
-    self.live = False
-
-  def deliver(self, seq: int, frame: str) -> bool:
-    """Write one live frame now (True) or queue it; end with 4408 when the queue is full."""
-    if self.live:
-      if seq <= self.last:
-        return False
-      if self.direct is not None and self.direct.write(frame):
-        self.last = seq
-        return True
-      self.live = False  # the socket is backed up: the send task waits for it
-    if self.done.is_set():
-      return False
-    if len(self.queue) >= self.limit:
-      self.queue.clear()
-      self.end(TOO_SLOW, f"client too slow: more than {self.limit} frames waiting")
-      return False
-    self.queue.append((seq, frame))
-    self.ready.set()
-    return False
-
-  def end(self, code: int, reason: str) -> None:
-    """Ask for the socket to be closed with a code (the first request wins)."""
-    self.live = False
-    if not self.done.is_set():
-      self.code, self.reason = code, reason
-      self.done.set()
-
-  def gone(self) -> None:
-    """Record that the client went away."""
-    self.live = False
-    self.disconnected = True
-    self.done.set()
-
-
-class _GcTuning:
-  """Freezes long-lived objects after start-up and after batches of connects; collects rarely."""
-
-  active = 0  # tunings running in this process (a test may run several gateways)
-  saved: tuple[int, int, int] | None = None
-
-  def __init__(self, open_sessions: Callable[[], int]) -> None:
-    self._open_sessions = open_sessions
-    self._connects = 0
-    self._closes = 0
-    self._freeze_timer: asyncio.TimerHandle | None = None
-    self._thaw_timer: asyncio.TimerHandle | None = None
-    self.running = False
-
-  def start(self) -> None:
-    """Freeze what start-up made (it lives as long as the process) and raise the thresholds."""
-    if _GcTuning.active == 0:
-      _GcTuning.saved = gc.get_threshold()
-    _GcTuning.active += 1
-    self.running = True
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-  def stop(self) -> None:
-    """Cancel the timers; the last tuning of the process puts the collector back."""
-    if not self.running:
-      return
-    self.running = False
-    for timer in (self._freeze_timer, self._thaw_timer):
-      if timer is not None:
-        timer.cancel()
-    self._freeze_timer = self._thaw_timer = None
-    _GcTuning.active -= 1
-    if _GcTuning.active == 0 and _GcTuning.saved is not None:
-      gc.set_threshold(*_GcTuning.saved)
-      gc.unfreeze()
-
-  def opened(self) -> None:
-    """Count a new session; freeze a moment after every batch of them."""
-    if not self.running:
-      return
-    self._connects += 1
-    if self._connects >= FREEZE_EVERY_CONNECTS and self._freeze_timer is None:
-      loop = asyncio.get_running_loop()
-      self._freeze_timer = loop.call_later(FREEZE_DELAY_SEC, self._freeze)
-
-  def closed(self) -> None:
-    """Count a closed session; collect the frozen garbage once idle (or after many closes)."""
-    if not self.running:
-      return
-    self._closes += 1
-    if self._thaw_timer is None and self._thaw_due():
-      loop = asyncio.get_running_loop()
-      self._thaw_timer = loop.call_later(THAW_DELAY_SEC, self._thaw)
-
-  def _thaw_due(self) -> bool:
-    still_open = self._open_sessions()
-    if still_open == 0:
-      return self._closes > 0
-    return self._closes >= max(THAW_MIN_CLOSES, 2 * still_open)
-
-  def _freeze(self) -> None:
-    self._freeze_timer = None
-    self._connects = 0
-    gc.freeze()
-
-  def _thaw(self) -> None:
-    self._thaw_timer = None
-    if not self._thaw_due():
-      return
-    # Frozen objects of closed sessions that only a collection frees (reference cycles)
-    # would stay forever: collect everything once, then freeze what is left.
-    self._closes = 0
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-
-
-class _Stats(Collector):
-  """Exposes the gateway's plain-int counters to Prometheus at scrape time."""
-
-  def __init__(self, gateway: "Gateway") -> None:
-    self._gateway = gateway
-
-  def collect(self) -> Iterator[Metric]:
-    g = self._gateway
-    fan = g.fanout.stats()
-    yield GaugeMetricFamily("bond_gateway_connections", "open WebSocket sessions", value=g.open)
-    yield CounterMetricFamily("bond_gateway_messages_out", "frames delivered", value=g.msgs_out)
-    yield CounterMetricFamily(
-      "bond_gateway_replayed", "frames delivered from the ring", value=g.replayed
-    )
-    yield CounterMetricFamily("bond_gateway_dropped", "sockets closed as too slow", value=g.dropped)
-    closes = CounterMetricFamily("bond_gateway_closes", "sockets closed by code", labels=["code"])
-    for code, n in sorted(g.closes.items()):
-      closes.add_metric([str(code)], n)
-    yield closes
-    yield GaugeMetricFamily("bond_fanout_topics", "stream topics assigned", value=fan["topics"])
-    yield CounterMetricFamily("bond_fanout_records", "Kafka records read", value=fan["records"])
 
 
 class Gateway:
@@ -381,7 +62,7 @@ class Gateway:
       retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
     )
     self.sessions: dict[str, set[Session]] = defaultdict(set)
-    self.deleted: set[str] = set()
+    self.admission = Admission(settings, self.registry)
     self.closing = False
     self.open = 0
     self.msgs_out = 0
@@ -389,14 +70,23 @@ class Gateway:
     self.dropped = 0
     self.closes: dict[int, int] = defaultdict(int)
     self.prometheus = CollectorRegistry(auto_describe=True)
-    self.prometheus.register(_Stats(self))
+    self.prometheus.register(GatewayStats(self))
     self._pending: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     self._flusher: asyncio.Task[None] | None = None
     self._idle = asyncio.Event()
     self._idle.set()
     self._started = False
-    self.gc = _GcTuning(lambda: self.open)
+    self.gc = GcTuning(lambda: self.open)
     self.registry.add_listener(self._on_registry)
+
+  @property
+  def deleted(self) -> set[str]:
+    """Return the streams this gateway saw deleted."""
+    return self.admission.deleted
+
+  def fanout_stats(self) -> dict[str, int]:
+    """Return the fan-out's counters."""
+    return self.fanout.stats()
 
   async def start(self) -> None:
     """Load the registry, start the fan-out and the metrics flusher."""
@@ -434,7 +124,7 @@ class Gateway:
     self.closing = True
     for group in list(self.sessions.values()):
       for session in list(group):
-        session.end(GOING_AWAY, "server going away")
+        session.end(wire.GOING_AWAY, "server going away")
     try:
       await asyncio.wait_for(self._idle.wait(), timeout_sec)
     except TimeoutError:
@@ -446,13 +136,16 @@ class Gateway:
     """Run one WebSocket from accept to close."""
     await ws.accept()  # accept first: a close before accept reaches clients as HTTP 403
     sid = ws.path_params["stream_id"]
+    conf = self.settings
+    session = Session(sid, conf.bond_ws_queue, direct_writer(ws), conf.bond_ws_queue_bytes)
     try:
-      start, record = await self._admit(ws, sid)
-    except _Refused as refused:
+      if self.closing:
+        raise Refused(wire.GOING_AWAY, "server going away")
+      start, record = await self.admission.admit(ws, sid, session)
+    except Refused as refused:
       self.closes[refused.code] += 1
-      await _close(ws, refused.code, refused.reason)
+      await close_socket(ws, refused.code, refused.reason)
       return
-    session = Session(sid, self.settings.bond_ws_queue, direct_writer(ws))
     self._add(session)
     tasks = [
       asyncio.create_task(self._pump(ws, session, start, record.spec.interval_sec * 1000)),
@@ -467,40 +160,13 @@ class Gateway:
         task.cancel()
       await asyncio.gather(*tasks, return_exceptions=True)
       self._remove(session)
-      if session.code == TOO_SLOW:
+      if session.code == wire.TOO_SLOW:
         self.dropped += 1
         self._pending[sid]["dropped"] += 1
       if session.code is not None:
         self.closes[session.code] += 1
         if not session.disconnected:
-          await _close(ws, session.code, session.reason)
-
-  async def _admit(self, ws: WebSocket, sid: str) -> tuple[ReplayStart | None, StreamRecord]:
-    if self.closing:
-      raise _Refused(GOING_AWAY, "server going away")
-    token = ws.query_params.get("token") or ""
-    if not token:
-      raise _Refused(BAD_TOKEN, "token missing: connect with ?token=... from the REST API")
-    try:
-      verify(
-        token, sid, secret=self.settings.bond_secret, previous=self.settings.bond_secret_previous
-      )
-    except TokenError as err:
-      code = WRONG_STREAM if err.reason == "wrong_stream" else BAD_TOKEN
-      raise _Refused(code, f"{err.reason}: {err.message}") from None
-    record = self.registry.get(sid)
-    if record is None and sid not in self.deleted:
-      await self.registry.wait_for(sid, True, REGISTRY_WAIT_SEC)
-      record = self.registry.get(sid)
-    if record is None:
-      raise _Refused(NO_STREAM, f"stream {sid} is unknown or deleted")
-    raw = ws.query_params.get("from")
-    if not raw:
-      return None, record
-    try:
-      return parse_from(raw), record
-    except ValueError as err:
-      raise _Refused(BAD_FROM, str(err)) from None
+          await close_socket(ws, session.code, session.reason)
 
   async def _pump(
     self, ws: WebSocket, s: Session, start: ReplayStart | None, interval_ms: int
@@ -510,7 +176,7 @@ class Gateway:
       await self.fanout.subscribe(sid, s)
     except KafkaError as err:
       log.warning("gateway: cannot listen to %s: %s", sid, err)
-      s.end(TRY_AGAIN, "live feed unavailable, try again later")
+      s.end(wire.TRY_AGAIN, "live feed unavailable, try again later")
       return
     if start is not None and start.after is not None:
       s.last = start.after
@@ -526,7 +192,7 @@ class Gateway:
         await s.ready.wait()
         s.ready.clear()
         while s.queue and not s.done.is_set():
-          seq, frame = s.queue.popleft()
+          seq, frame = s.pop()
           if seq <= s.last:
             continue
           if check_gap:
@@ -536,7 +202,7 @@ class Gateway:
           s.last = seq
     except (RedisError, OSError) as err:
       log.warning("gateway: replay of %s failed: %s", sid, err)
-      s.end(TRY_AGAIN, "replay unavailable (Redis), try again later")
+      s.end(wire.TRY_AGAIN, "replay unavailable (Redis), try again later")
     except WebSocketDisconnect:
       s.gone()
 
@@ -567,7 +233,7 @@ class Gateway:
       return
     while True:
       entries: list[tuple[bytes, dict[bytes, bytes]]] = cast(
-        Any, await self.redis.xrange(ring_key(sid), min=low, max=high, count=RING_PAGE)
+        Any, await self.redis.xrange(wire.stream_key(sid), min=low, max=high, count=RING_PAGE)
       )
       for entry_id, fields in entries:
         frame = fields.get(b"e")
@@ -588,7 +254,9 @@ class Gateway:
     self._pending[sid]["msgs_out"] += n
 
   async def _read(self, ws: WebSocket, s: Session) -> None:
-    # Client messages mean nothing here: read and drop them, and end floods early.
+    # Client messages: a token refresh, or nothing of meaning (read and dropped); floods
+    # and oversized messages end the socket.
+    limit = self.settings.bond_ws_max_frame_bytes
     window_start, count = time.monotonic(), 0
     while True:
       msg = await ws.receive()
@@ -597,28 +265,50 @@ class Gateway:
         return
       text, data = msg.get("text"), msg.get("bytes")
       size = len(text.encode()) if text is not None else len(data or b"")
-      if size > MAX_CLIENT_MSG_BYTES:
-        s.end(TOO_BIG, f"client messages are limited to {MAX_CLIENT_MSG_BYTES} bytes")
+      if size > limit:
+        s.end(wire.TOO_BIG, f"client messages are limited to {limit} bytes")
         return
       now = time.monotonic()
       if now - window_start >= 1.0:
         window_start, count = now, 0
       count += 1
       if count > MAX_CLIENT_MSGS_PER_SEC:
-        s.end(POLICY, f"more than {MAX_CLIENT_MSGS_PER_SEC} client messages per second")
+        s.end(wire.POLICY, f"more than {MAX_CLIENT_MSGS_PER_SEC} client messages per second")
         return
+      if text is not None and text.startswith("{"):
+        self._refresh(s, text)
+
+  def _refresh(self, s: Session, text: str) -> None:
+    try:
+      msg = json.loads(text)
+    except ValueError:
+      return
+    if not isinstance(msg, dict) or msg.get("type") != wire.REFRESH:
+      return
+    token = msg.get("token")
+    try:
+      if not isinstance(token, str):
+        raise TokenError("malformed", "a refresh message carries the new token as `token`")
+      claims = self.admission.check_refresh(s, token)
+    except TokenError as err:
+      s.end(wire.BAD_TOKEN, f"{err.reason}: {err.message}")
+      return
+    s.hold_token(claims.epoch, claims.expires_at)
 
   def _add(self, s: Session) -> None:
     self.sessions[s.stream_id].add(s)
+    self.admission.opened(s)
     self.open += 1
     self._idle.clear()
     self.gc.opened()
 
   def _remove(self, s: Session) -> None:
+    s.release()
     self.fanout.unsubscribe(s.stream_id, s)
     group = self.sessions.get(s.stream_id)
     if group is not None and s in group:
       group.discard(s)
+      self.admission.closed(s)
       self.open -= 1
       if not group:
         del self.sessions[s.stream_id]
@@ -627,12 +317,15 @@ class Gateway:
       self._idle.set()
 
   def _on_registry(self, sid: str, record: StreamRecord | None) -> None:
+    self.admission.on_registry(sid, record)
     if record is not None:
-      self.deleted.discard(sid)
+      # A refresh with revoke_previous moved the epoch: older tokens' sockets end now.
+      for session in list(self.sessions.get(sid, ())):
+        if session.epoch < record.token_epoch:
+          session.end(wire.BAD_TOKEN, "revoked: a newer token was issued with revoke_previous")
       return
-    self.deleted.add(sid)
     for session in list(self.sessions.get(sid, ())):
-      session.end(NO_STREAM, f"stream {sid} was deleted")
+      session.end(wire.NO_STREAM, f"stream {sid} was deleted")
     self.fanout.forget(sid)
 
   # ------------------------------------------------------------------ metrics
@@ -651,7 +344,7 @@ class Gateway:
       pipe = self.redis.pipeline(transaction=False)
       for sid, counts in pending.items():
         for name, n in counts.items():
-          pipe.hincrby(metrics_key(sid), name, n)
+          pipe.hincrby(wire.metrics_key(sid), name, n)
       await pipe.execute()
     except (RedisError, OSError) as err:
       log.warning("gateway: metrics flush failed (%s); keeping the counts", err)
@@ -675,102 +368,4 @@ def _end_on_error(task: "asyncio.Task[None]", session: Session) -> None:
   err = task.exception()
   if err is not None:
     log.error("gateway: session task failed", exc_info=err)
-    session.end(INTERNAL, "internal error")
-
-
-async def _close(ws: WebSocket, code: int, reason: str) -> None:
-  # A close reason is at most 123 bytes; a stalled client may never let the frame out.
-  text = reason.encode()[:123].decode(errors="ignore")
-  try:
-    await asyncio.wait_for(ws.close(code, text), CLOSE_TIMEOUT_SEC)
-  except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError) as err:
-    log.debug("gateway: close %d not sent: %s", code, err)
-
-
-def _hook_signals(gateway: Gateway) -> Callable[[], None]:
-  """Close sockets with 1001 before uvicorn's own shutdown (which would send 1012)."""
-  if threading.current_thread() is not threading.main_thread():
-    return lambda: None
-  loop = asyncio.get_running_loop()
-  installed: dict[int, tuple[Any, Any]] = {}
-  for sig in (signal.SIGINT, signal.SIGTERM):
-    prev = signal.getsignal(sig)
-    if getattr(prev, "__name__", "") != "handle_exit":  # chain only to uvicorn's handler
-      continue
-
-    def handler(signum: int, frame: FrameType | None, prev: Any = prev) -> None:
-      if gateway.closing:
-        prev(signum, frame)
-        return
-
-      def then_exit(task: "asyncio.Task[None]") -> None:
-        prev(signum, frame)
-
-      loop.call_soon_threadsafe(
-        lambda: loop.create_task(gateway.go_away()).add_done_callback(then_exit)
-      )
-
-    signal.signal(sig, handler)
-    installed[sig] = (handler, prev)
-
-  def restore() -> None:
-    for sig, (handler, prev) in installed.items():
-      if signal.getsignal(sig) is handler:
-        signal.signal(sig, prev)
-
-  return restore
-
-
-async def _ws_endpoint(ws: WebSocket) -> None:
-  gateway: Gateway = ws.state.gateway
-  await gateway.serve(ws)
-
-
-async def _healthz(request: Request) -> Response:
-  return JSONResponse({"status": "ok"})
-
-
-async def _readyz(request: Request) -> Response:
-  gateway: Gateway = request.state.gateway
-  deps = await gateway.ready()
-  ok = all(deps.values()) and not gateway.closing
-  return JSONResponse(
-    {"status": "ready" if ok else "not_ready", **deps}, status_code=200 if ok else 503
-  )
-
-
-async def _metrics(request: Request) -> Response:
-  gateway: Gateway = request.state.gateway
-  return Response(generate_latest(gateway.prometheus), media_type="text/plain; version=0.0.4")
-
-
-def create_gateway_app(
-  settings: Settings | None = None, *, handle_signals: bool = True
-) -> Starlette:
-  """Return the WebSocket gateway application (port 8080)."""
-  conf = settings or get_settings()
-  logredact.install()  # uvicorn logs request lines, with ?token=...
-
-  @asynccontextmanager
-  async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-    async with Gateway(conf) as gateway:
-      app.state.gateway = gateway
-      restore = _hook_signals(gateway) if handle_signals else None
-      # With thousands of sockets a full collection walks millions of objects (pauses
-      # over a second): freeze what start-up made and collect rarely.
-      gateway.gc.start()
-      try:
-        yield {"gateway": gateway}
-      finally:
-        gateway.gc.stop()
-        if restore is not None:
-          restore()
-
-  routes = [
-    WebSocketRoute("/ws/{stream_id}", _ws_endpoint),
-    Route("/healthz", _healthz),
-    Route("/readyz", _readyz),
-    Route("/metrics", _metrics),
-  ]
-  # Outermost user middleware: it sees the server's own `send`, which the direct writes need.
-  return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(_KeepServerSend)])
+    session.end(wire.INTERNAL, "internal error")

@@ -48,7 +48,7 @@ class Deployment:
     await writer.start()
     try:
       for sid in sids:
-        await writer.put(new_record(sid, "bench", spec))
+        await writer.put(new_record(sid, "bench", spec, token_epoch=0))  # url() signs epoch 0
     finally:
       await writer.stop()
     self.sids += sids
@@ -63,6 +63,9 @@ class Deployment:
       BOND_TOPIC_PREFIX=self.prefix,
       BOND_SECRET=self.secret,
       BOND_ENV="dev",
+      # Every bench socket shares one address and, per stream, one token.
+      BOND_WS_MAX_PER_TOKEN="1000000",
+      BOND_WS_MAX_PER_IP="1000000",
       PYTHONUNBUFFERED="1",
       **extra,
     )

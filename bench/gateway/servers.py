@@ -125,7 +125,7 @@ def gateway_server(port: int, env: dict[str, str], name: str = "gateway") -> Ser
   cmd = [
     sys.executable, "-m", "uvicorn", "bond.gateway.app:gateway", "--factory",
     "--host", HOST, "--port", str(port), "--ws-per-message-deflate", "false",
-    "--no-access-log", "--log-level", "warning",
+    "--ws-max-size", "4096", "--no-access-log", "--log-level", "warning",
   ]  # fmt: skip
   return Server(name, cmd, port, env, "/readyz")
 

@@ -6,8 +6,11 @@
       print(event["seq"], event["price_avg"])
 
 `listen` reconnects by itself (exponential backoff with jitter) and resumes after the last
-`seq` it yielded, so a gateway restart costs neither a gap nor a duplicate; it refreshes
-the stream token before it expires. It needs only httpx and websockets.
+`seq` it yielded, so a gateway restart costs neither a gap nor a duplicate. Before the
+stream token expires it fetches a fresh one over REST and hands it to the open socket
+(`{"type": "refresh", "token": ...}`), so a long listen is never cut at the expiry; if
+that fails, the gateway's 4401 at expiry makes it reconnect with a fresh token. It needs
+only httpx and websockets.
 """
 
 import asyncio
@@ -18,7 +21,6 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypedDict, cast
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -27,6 +29,7 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from bond import wire
 from bond.errors import BondError
 
 log = logging.getLogger(__name__)
@@ -35,13 +38,13 @@ API_URL = "http://localhost:8000"
 STREAM_ID_RE = re.compile(r"[0-9a-f]{16}")
 # The gateway's verdicts that another attempt cannot change.
 FINAL_CLOSE_CODES = {
-  4400: "bad from",
-  4403: "token for another stream",
-  4404: "unknown or deleted stream",
+  code: wire.CLOSE_REASONS[code] for code in (wire.BAD_FROM, wire.WRONG_STREAM, wire.NO_STREAM)
 }
 BACKOFF_BASE_SEC = 0.25
 BACKOFF_MAX_SEC = 10.0
 TOKEN_MARGIN_SEC = 60.0
+RATE_LIMIT_RETRIES = 3
+RATE_LIMIT_MAX_WAIT_SEC = 10.0
 
 
 class SymbolFields(TypedDict, total=False):
@@ -132,6 +135,19 @@ def _answer(resp: httpx.Response) -> Any:
   raise BondAPIError(resp.status_code, code, message)
 
 
+def _rate_limited_for(resp: httpx.Response) -> float | None:
+  """Return how long to wait before retrying a 429 `rate_limited` answer, else None."""
+  if resp.status_code != 429:
+    return None
+  try:
+    if resp.json()["error"]["code"] != "rate_limited":
+      return None  # too_many_streams: waiting does not help
+    wait = float(resp.headers.get("retry-after", "1"))
+  except (ValueError, KeyError, TypeError):
+    return None
+  return min(max(wait, 0.1), RATE_LIMIT_MAX_WAIT_SEC) * random.uniform(1.0, 1.2)
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
   return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
@@ -171,8 +187,19 @@ def backoff_sec(
   return min(cap, base * 2 ** max(0, failures - 1)) * random.uniform(0.5, 1.0)
 
 
-def _iso(ms: int) -> str:
-  return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+class _Token:
+  """The token a listen holds, replaced in place when refreshed."""
+
+  def __init__(self, info: Mapping[str, Any]) -> None:
+    self.info: Mapping[str, Any] = info
+    self.value = str(info["token"])
+    self.expires = token_expiry(info)
+    self.ttl = float(info.get("expires_in_sec") or 3600)
+
+  def due_in(self, now: float | None = None) -> float:
+    """Return the seconds until it should be refreshed."""
+    margin = min(TOKEN_MARGIN_SEC, self.ttl / 10)
+    return self.expires - margin - (time.time() if now is None else now)
 
 
 # ---------------------------------------------------------------------- clients
@@ -202,10 +229,15 @@ class BondClient:
       self._http = httpx.AsyncClient(
         base_url=self.api_url, headers=_headers(self.api_key), timeout=self.timeout_sec
       )
-    try:
-      resp = await self._http.request(method, path, json=body)
-    except httpx.TransportError as err:
-      raise BondConnectionError(self.api_url, err) from err
+    for attempt in range(RATE_LIMIT_RETRIES + 1):
+      try:
+        resp = await self._http.request(method, path, json=body)
+      except httpx.TransportError as err:
+        raise BondConnectionError(self.api_url, err) from err
+      wait = _rate_limited_for(resp)
+      if wait is None or attempt == RATE_LIMIT_RETRIES:
+        break
+      await asyncio.sleep(wait)  # the project is over its request rate: as the API asks
     return _answer(resp)
 
   async def aclose(self) -> None:
@@ -242,9 +274,10 @@ class BondClient:
     """Delete a stream (its listeners are closed with 4404)."""
     return cast(dict[str, Any], await self._call("DELETE", _path(stream_id)))
 
-  async def refresh_token(self, stream_id: str) -> dict[str, Any]:
-    """Return a fresh token, ws_url and expiry for a stream."""
-    return cast(dict[str, Any], await self._call("POST", _path(stream_id, "/token")))
+  async def refresh_token(self, stream_id: str, revoke_previous: bool = False) -> dict[str, Any]:
+    """Return a fresh token, ws_url and expiry; `revoke_previous` invalidates earlier tokens."""
+    body = {"revoke_previous": True} if revoke_previous else None
+    return cast(dict[str, Any], await self._call("POST", _path(stream_id, "/token"), body))
 
   async def metrics(self, stream_id: str) -> dict[str, Any]:
     """Return a stream's counters and latency percentiles."""
@@ -265,44 +298,54 @@ class BondClient:
     """Yield a stream's events (a sentence, a spec or a stream id), reconnecting as needed."""
     info = await self._open(target)
     sid = str(info["stream_id"])
-    token, expires = str(info["token"]), token_expiry(info)
-    ttl = float(info.get("expires_in_sec") or 3600)
+    token = _Token(info)
     last: int | None = None
     started_ms: int | None = None
     failures = 0
     must_refresh = False
     while True:
-      if must_refresh or expires - time.time() < min(TOKEN_MARGIN_SEC, ttl / 10):
+      if must_refresh or token.due_in() < 0:
         try:
-          info = await self._fresh(sid)
-          token, expires, must_refresh = str(info["token"]), token_expiry(info), False
+          token = _Token(await self._fresh(sid))
+          must_refresh = False
         except BondAPIError as err:
           # A deleted stream or a refused key ends the listen; an API hiccup does not
           # while the token in hand still works.
           if not err.retriable:
             raise
-          if must_refresh or time.time() >= expires:
+          if must_refresh or time.time() >= token.expires:
             failures += 1
             await asyncio.sleep(backoff_sec(failures))
             continue
       # Resume after the last event; before any, from the first connect (or the caller's from).
-      start = str(last) if last is not None else from_ or (_iso(started_ms) if started_ms else None)
-      url = socket_url(str(info["ws_url"]), sid, token, start, self.ws_url)
+      start = (
+        str(last)
+        if last is not None
+        else from_ or (wire.iso_ms(started_ms) if started_ms else None)
+      )
+      url = socket_url(str(token.info["ws_url"]), sid, token.value, start, self.ws_url)
       code, reason = 1006, ""
       try:
         async with connect(
           url, open_timeout=10, close_timeout=2, compression=None, max_size=1 << 24
         ) as ws:
           started_ms = started_ms or int(time.time() * 1000)
-          async for raw in ws:
-            event = json.loads(raw)
-            seq = event.get("seq") if isinstance(event, dict) else None
-            if isinstance(seq, int):
-              if last is not None and seq <= last:
-                continue
-              last = seq
-            failures = 0
-            yield cast(BondEvent, event)
+          holder = [token]
+          keeper = asyncio.create_task(self._keep_fresh(ws, sid, holder))
+          try:
+            async for raw in ws:
+              event = json.loads(raw)
+              seq = event.get("seq") if isinstance(event, dict) else None
+              if isinstance(seq, int):
+                if last is not None and seq <= last:
+                  continue
+                last = seq
+              failures = 0
+              yield cast(BondEvent, event)
+          finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            token = holder[0]
           code, reason = ws.close_code or 1000, ws.close_reason or ""
       except ConnectionClosed as closed:
         if closed.rcvd is not None:
@@ -312,14 +355,28 @@ class BondClient:
       if code in FINAL_CLOSE_CODES:
         raise StreamClosedError(sid, code, reason)
       failures += 1
-      if code == 4401:
+      if code == wire.BAD_TOKEN:
         if failures > 3:
           raise StreamClosedError(sid, code, reason)
         must_refresh = True
-      delay = 0.0 if code == 4401 and failures == 1 else backoff_sec(failures)
+      delay = 0.0 if code == wire.BAD_TOKEN and failures == 1 else backoff_sec(failures)
       log.info("bond: stream %s closed (%d %s); reconnecting in %.2fs", sid, code, reason, delay)
       self.reconnects += 1
       await asyncio.sleep(delay)
+
+  async def _keep_fresh(self, ws: Any, sid: str, holder: list[_Token]) -> None:
+    """Before the token expires, fetch a fresh one and hand it to the open socket."""
+    while True:
+      await asyncio.sleep(max(0.0, holder[0].due_in()))
+      try:
+        fresh = _Token(await self._fresh(sid))
+      except BondAPIError as err:
+        log.info("bond: token refresh for %s failed (%s); retrying", sid, err)
+        await asyncio.sleep(min(5.0, max(0.5, holder[0].expires - time.time()) / 4))
+        continue
+      # The refresh message is well under the gateway's 4 KiB limit on client frames.
+      await ws.send(json.dumps({"type": wire.REFRESH, "token": fresh.value}))
+      holder[0] = fresh
 
   async def _fresh(self, sid: str) -> dict[str, Any]:
     info = await self.refresh_token(sid)
@@ -377,9 +434,10 @@ class SyncBondClient:
     """Delete a stream (its listeners are closed with 4404)."""
     return cast(dict[str, Any], self._call("DELETE", _path(stream_id)))
 
-  def refresh_token(self, stream_id: str) -> dict[str, Any]:
-    """Return a fresh token, ws_url and expiry for a stream."""
-    return cast(dict[str, Any], self._call("POST", _path(stream_id, "/token")))
+  def refresh_token(self, stream_id: str, revoke_previous: bool = False) -> dict[str, Any]:
+    """Return a fresh token, ws_url and expiry; `revoke_previous` invalidates earlier tokens."""
+    body = {"revoke_previous": True} if revoke_previous else None
+    return cast(dict[str, Any], self._call("POST", _path(stream_id, "/token"), body))
 
   def metrics(self, stream_id: str) -> dict[str, Any]:
     """Return a stream's counters and latency percentiles."""

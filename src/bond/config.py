@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bond.errors import ConfigError
 
 DEFAULT_SECRET = "dev-secret-change-me"
+MIN_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -37,6 +38,15 @@ class Settings(BaseSettings):
   bond_poll_sec: float = Field(5.0, gt=0)
   bond_api_keys: str = ""
   bond_ws_queue: int = Field(256, ge=1)
+  # -- exposure limits (README "Security"): sockets, tokens, API fairness
+  bond_ws_queue_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
+  bond_ws_max_frame_bytes: int = Field(4096, ge=256, le=1024 * 1024)
+  bond_ws_max_per_token: int = Field(32, ge=1)
+  bond_ws_max_per_ip: int = Field(1024, ge=1)
+  bond_api_rate_per_sec: float = Field(10.0, gt=0)
+  bond_api_rate_burst: int = Field(40, ge=1)
+  bond_compile_timeout_sec: float = Field(2.0, gt=0)
+  bond_compile_threads: int = Field(2, ge=1, le=64)
   bond_sim_host: str = "127.0.0.1"
   bond_sim_port: int = 8765
   bond_sim_trades_per_sec: float = Field(20.0, ge=0)
@@ -74,12 +84,31 @@ class Settings(BaseSettings):
     return keys
 
   def require_safe_secret(self) -> None:
-    """Refuse to run a service on the default secret outside development."""
-    if self.bond_env != "dev" and self.bond_secret == DEFAULT_SECRET:
+    """Refuse to run a service outside development on unsafe settings (one line, naming the variable)."""
+    if self.bond_env == "dev":
+      return
+    why = f"BOND_ENV={self.bond_env} (production)"
+    if not self.bond_api_keys.strip():
       raise ConfigError(
-        "BOND_SECRET is the default development secret; set BOND_SECRET to a long random "
-        "value (e.g. `openssl rand -hex 32`) or BOND_ENV=dev for local use"
+        f"BOND_API_KEYS is empty under {why}: set it to name:key,... (or BOND_ENV=dev)"
       )
+    self.api_keys  # noqa: B018 - a malformed entry raises ConfigError naming it
+    for name, value in (
+      ("BOND_SECRET", self.bond_secret),
+      ("BOND_SECRET_PREVIOUS", self.bond_secret_previous),
+    ):
+      if value is None or (name == "BOND_SECRET_PREVIOUS" and value == ""):
+        continue
+      if value == DEFAULT_SECRET:
+        raise ConfigError(
+          f"{name} is the default development secret under {why}: set a long random value "
+          "(e.g. `openssl rand -hex 32`)"
+        )
+      if len(value.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+          f"{name} is shorter than {MIN_SECRET_BYTES} bytes under {why}: "
+          "use e.g. `openssl rand -hex 32`"
+        )
 
 
 @lru_cache(maxsize=1)

@@ -9,40 +9,70 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from bond.errors import UpstreamError
 from bond.schemas import StreamSpec
 from bond.topics import CONTROL_STREAMS
+from bond.wire import iso_ms
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, "StreamRecord | None"], None]
 
 
+PARTITION_WAIT_SEC = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 3.2)
+
+
 class StreamRecord(BaseModel):
-  """One registered stream: who owns it, what it is, when it was created."""
+  """One registered stream: who owns it, what it is, when it was created, its token epoch.
+
+  Tokens carry the epoch they were signed for (bond.tokens); a token of another epoch is
+  refused. A new record's epoch is its creation time in ms, so a deleted and re-created
+  stream refuses the old tokens; a refresh with `revoke_previous` moves it forward.
+  """
 
   stream_id: str
   owner: str
   spec: StreamSpec
   created_at: str
   created_at_ms: int
+  token_epoch: int = 0
 
 
 def new_record(
-  stream_id: str, owner: str, spec: StreamSpec, now_ms: int | None = None
+  stream_id: str,
+  owner: str,
+  spec: StreamSpec,
+  now_ms: int | None = None,
+  token_epoch: int | None = None,
 ) -> StreamRecord:
-  """Return a StreamRecord created now."""
+  """Return a StreamRecord created now (its token epoch defaults to the creation ms)."""
   ms = int(time.time() * 1000) if now_ms is None else now_ms
-  created = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
   return StreamRecord(
-    stream_id=stream_id, owner=owner, spec=spec, created_at=created, created_at_ms=ms
+    stream_id=stream_id,
+    owner=owner,
+    spec=spec,
+    created_at=_iso_ms3(ms),
+    created_at_ms=ms,
+    token_epoch=ms if token_epoch is None else token_epoch,
   )
+
+
+def revoked_record(record: StreamRecord, now_ms: int | None = None) -> StreamRecord:
+  """Return the record with a new token epoch, later than the current one."""
+  ms = int(time.time() * 1000) if now_ms is None else now_ms
+  return record.model_copy(update={"token_epoch": max(ms, record.token_epoch + 1)})
+
+
+def _iso_ms3(ms: int) -> str:
+  # Records always spell milliseconds (".000Z"), unlike wire.iso_ms.
+  text = iso_ms(ms)
+  return text if "." in text else text[:-1] + ".000Z"
 
 
 class Registry:
@@ -56,7 +86,6 @@ class Registry:
     self._consumer: AIOKafkaConsumer | None = None
     self._task: asyncio.Task[None] | None = None
     self._changed = asyncio.Event()
-    self._position: dict[int, int] = {}
 
   def add_listener(self, listener: Listener) -> None:
     """Call `listener(stream_id, record_or_None)` on every change, including the initial load."""
@@ -76,9 +105,7 @@ class Registry:
       bootstrap_servers=self._bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await self._consumer.start()
-    parts = self._consumer.partitions_for_topic(self._topic)
-    if not parts:
-      parts = set(await self._wait_partitions())
+    parts = await self._wait_partitions()
     tps = [TopicPartition(self._topic, p) for p in sorted(parts)]
     self._consumer.assign(tps)
     await self._consumer.seek_to_beginning(*tps)
@@ -95,22 +122,28 @@ class Registry:
     return True
 
   async def _wait_partitions(self) -> set[int]:
-    assert self._consumer is not None
-    for _ in range(100):
-      await self._consumer._client.force_metadata_update()  # the topic may be brand new
-      parts = self._consumer.partitions_for_topic(self._topic)
-      if parts:
-        return set(parts)
-      await asyncio.sleep(0.1)
+    # Ask the cluster (the topic may be brand new, unknown to the consumer's metadata).
+    admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+    await admin.start()
+    try:
+      for pause in (*PARTITION_WAIT_SEC, None):
+        for topic in await admin.describe_topics([self._topic]):
+          parts = {p["partition"] for p in topic.get("partitions", [])}
+          if topic.get("topic") == self._topic and topic.get("error_code") == 0 and parts:
+            return parts
+        if pause is None:
+          break
+        await asyncio.sleep(pause)
+    finally:
+      await admin.close()
     raise UpstreamError(f"topic {self._topic} does not exist; start Bond with `bond up`")
 
   async def _poll_once(self, timeout_ms: int) -> None:
     assert self._consumer is not None
     batches = await self._consumer.getmany(timeout_ms=timeout_ms)
-    for tp, msgs in batches.items():
+    for msgs in batches.values():
       for msg in msgs:
         self._apply(msg.key, msg.value)
-        self._position[tp.partition] = msg.offset + 1
     if batches:
       self._changed.set()
 
@@ -142,8 +175,14 @@ class Registry:
 
   async def wait_for(self, stream_id: str, present: bool, timeout_sec: float = 10.0) -> bool:
     """Wait until the stream is (or is no longer) in the registry; return whether it happened."""
+    return await self.wait_until(
+      lambda: (stream_id in self._streams) == present, timeout_sec=timeout_sec
+    )
+
+  async def wait_until(self, check: Callable[[], bool], timeout_sec: float = 10.0) -> bool:
+    """Wait until `check()` holds after a registry change; return whether it did in time."""
     deadline = time.monotonic() + timeout_sec
-    while (stream_id in self._streams) != present:
+    while not check():
       left = deadline - time.monotonic()
       if left <= 0:
         return False
@@ -151,7 +190,7 @@ class Registry:
       try:
         await asyncio.wait_for(self._changed.wait(), left)
       except TimeoutError:
-        return (stream_id in self._streams) == present
+        return check()
     return True
 
   async def stop(self) -> None:

@@ -19,6 +19,16 @@ def metrics_key(stream_id: str) -> str:
   return f"bond:metrics:{stream_id}"
 
 
+def project_streams_key(owner: str) -> str:
+  """Return the Redis sorted set of a project's stream ids (the per-project stream limit)."""
+  return f"bond:project:{owner}:streams"
+
+
+def rate_key(owner: str) -> str:
+  """Return the Redis hash holding a project's request token bucket."""
+  return f"bond:rate:{owner}"
+
+
 # ---------------------------------------------------------------------- WebSocket close codes
 
 GOING_AWAY = 1001  # the server is shutting down: reconnect elsewhere or later
@@ -31,6 +41,11 @@ BAD_TOKEN = 4401  # token malformed, expired, revoked or with a bad signature
 WRONG_STREAM = 4403  # token for another stream
 NO_STREAM = 4404  # unknown or deleted stream
 TOO_SLOW = 4408  # the client did not keep up with its bounded send queue
+TOO_MANY = 4429  # over BOND_WS_MAX_PER_TOKEN or BOND_WS_MAX_PER_IP open sockets
+
+# The one message a client may send: `{"type": "refresh", "token": "<new token>"}` keeps the
+# socket open past the old token's expiry (the new token must be for the same stream).
+REFRESH = "refresh"
 
 CLOSE_REASONS: dict[int, str] = {
   GOING_AWAY: "server going away",
@@ -43,6 +58,7 @@ CLOSE_REASONS: dict[int, str] = {
   WRONG_STREAM: "token for another stream",
   NO_STREAM: "unknown or deleted stream",
   TOO_SLOW: "client too slow",
+  TOO_MANY: "too many connections",
 }
 
 # ---------------------------------------------------------------------- time

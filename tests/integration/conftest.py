@@ -1,11 +1,13 @@
-"""Fixtures of the integration tests: a private Bond deployment per test, and local peers
-(sim exchange, X stream, Geyser, custom feed) started on free ports for the connector tests."""
+"""Fixtures of the integration tests: a private Bond deployment per test, registered test
+streams, and local peers (sim exchange, X stream, Geyser, custom feed) started on free ports
+for the connector tests."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from tests.integration.gateways import Streams
 from tests.integration.pipeline import Deployment
 
 PeerFactory = Callable[..., Awaitable[Any]]
@@ -69,3 +71,12 @@ async def geyser_peer_factory() -> AsyncIterator[PeerFactory]:
 
   async for make in _peers(GeyserPeer):
     yield make
+
+
+@pytest.fixture
+async def streams(infra: dict[str, str], redis_client: Any) -> AsyncIterator[Streams]:
+  """Return a factory of registered streams, removed afterwards."""
+  made = Streams(infra["bootstrap"], redis_client)
+  await made.writer.start()
+  yield made
+  await made.cleanup()

@@ -259,10 +259,11 @@ async def test_create_from_sentence_gives_a_signed_ws_url(
   with pytest.raises(tokens.TokenError) as wrong:
     tokens.verify(token, "0123456789abcdef", secret=SECRET, previous="")
   assert wrong.value.reason == "wrong_stream"
-  head, exp, mac = token.split(".")
+  head, exp, epoch, mac = token.split(".")
   for forged in (
-    f"{head}.{int(exp) + 3600}.{mac}",
-    f"{head}.{exp}.{mac[:-1]}{'0' if mac[-1] != '0' else '1'}",
+    f"{head}.{int(exp) + 3600}.{epoch}.{mac}",
+    f"{head}.{exp}.{int(epoch) + 1}.{mac}",
+    f"{head}.{exp}.{epoch}.{mac[:-1]}{'0' if mac[-1] != '0' else '1'}",
   ):
     with pytest.raises(tokens.TokenError) as bad:
       tokens.verify(forged, sid, secret=SECRET, previous="")

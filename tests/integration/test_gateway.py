@@ -11,11 +11,11 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from bond.config import Settings
-from bond.gateway.ws import metrics_key, parse_from
+from bond.gateway.resume import parse_from
 from bond.tokens import sign
+from bond.wire import metrics_key
 from tests.conftest import free_port
-from tests.integration import test_gateway_support as support
-from tests.integration.test_gateway_support import (
+from tests.integration.gateways import (
   STEP_MS,
   GatewayProcess,
   GatewayServer,
@@ -24,7 +24,6 @@ from tests.integration.test_gateway_support import (
 )
 
 pytestmark = pytest.mark.integration
-streams = support.streams  # the fixture
 
 
 @pytest.fixture

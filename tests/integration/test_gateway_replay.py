@@ -13,8 +13,7 @@ import websockets
 
 from bond.config import Settings
 from bond.tokens import sign
-from tests.integration import test_gateway_support as support
-from tests.integration.test_gateway_support import (
+from tests.integration.gateways import (
   STEP_MS,
   GatewayServer,
   WindowWriter,
@@ -22,7 +21,6 @@ from tests.integration.test_gateway_support import (
 )
 
 pytestmark = pytest.mark.integration
-streams = support.streams  # the fixture
 
 TRIALS = 100
 CONNECT_SPREAD_SEC = 2.5
@@ -59,7 +57,9 @@ async def trial(
   seqs: list[int] = []
   started = time.monotonic()
   first_at: float | None = None
-  async with websockets.connect(server.url(sid, sign(sid), from_), max_queue=None) as ws:
+  # A token of its own, as each listener would have (BOND_WS_MAX_PER_TOKEN caps one token).
+  token = sign(sid, 3600 + rng.randrange(1_000_000))
+  async with websockets.connect(server.url(sid, token, from_), max_queue=None) as ws:
     while not seqs or seqs[-1] < target:
       seqs.append(json.loads(await asyncio.wait_for(ws.recv(), 20))["seq"])
       if first_at is None:

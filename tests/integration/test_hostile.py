@@ -20,11 +20,9 @@ from websockets.exceptions import ConnectionClosed
 
 from bond.config import Settings
 from bond.tokens import sign
-from tests.integration import test_gateway_support as support
-from tests.integration.test_gateway_support import STEP_MS, GatewayServer, WindowWriter, wait_until
+from tests.integration.gateways import STEP_MS, GatewayServer, WindowWriter, wait_until
 
 pytestmark = pytest.mark.integration
-streams = support.streams  # the fixture
 
 SECRET = "hostile-secret-" + uuid.uuid4().hex
 OTHER_SECRET = "hostile-other-" + uuid.uuid4().hex
@@ -123,7 +121,8 @@ def bad_cases(gateway: GatewayServer, sid: str, other: str) -> list[tuple[str, i
   """Return (url, close code, reason word) for each kind of bad token."""
   token = sign(sid, secret=SECRET)
   tampered = token[:-4] + ("0000" if not token.endswith("0000") else "1111")
-  other_exp = token.split(".")[0] + "." + str(int(token.split(".")[1]) + 60) + "." + token[-64:]
+  sid_, exp, epoch, mac = token.split(".")
+  other_exp = f"{sid_}.{int(exp) + 60}.{epoch}.{mac}"
   return [
     (gateway.url(sid, tampered), 4401, "bad_signature"),
     (gateway.url(sid, other_exp), 4401, "bad_signature"),
@@ -166,7 +165,9 @@ async def test_a_thousand_bad_tokens_and_abusers_leave_a_good_client_untouched(
     await good.stop_and_check(min_windows=5)
     assert gateway.gateway.open == 1  # only the good client is left
     closes = gateway.gateway.closes
-    assert closes[4401] + closes[4403] == BAD_TOKENS and closes[1009] == closes[1008] == 10
+    # The oversized frames never reach the gateway's code: uvicorn's protocol refuses them
+    # from the frame header (--ws-max-size), so only the floods are the gateway's closes.
+    assert closes[4401] + closes[4403] == BAD_TOKENS and closes[1008] == 10
     print(
       f"\n{BAD_TOKENS} bad tokens + 20 abusers in {storm_sec:.1f}s; good client got "
       f"{len(good.got)} windows, none lost, max delay {max(good.delays) * 1000:.0f} ms"

@@ -19,7 +19,7 @@ from bond.client import BondAPIError, BondClient, StreamClosedError
 from bond.config import Settings
 from bond.gateway.api import create_api_app
 from tests.conftest import ROOT, free_port
-from tests.integration.test_gateway_support import STEP_MS, GatewayProcess, WindowWriter, wait_until
+from tests.integration.gateways import STEP_MS, GatewayProcess, WindowWriter, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -238,3 +238,33 @@ async def test_the_sdk_imports_without_the_server_extras():
   )
   out, _ = await proc.communicate()
   assert out.decode().strip() == "[]"
+
+
+async def test_listen_outlives_its_tokens_without_reconnecting(platform, infra, redis_client):
+  # The SDK hands a fresh token to the open socket before each expiry (a refresh frame),
+  # so the gateway's 4401-at-expiry never fires and the socket is never reopened.
+  client = platform.client()
+  info = await client.create_stream("ETH price every 1s")
+  sid = info["stream_id"]
+  writer = WindowWriter(infra["bootstrap"], redis_client, sid)
+  await writer.start()
+  stop = asyncio.Event()
+  first = int(time.time() * 1000) // STEP_MS * STEP_MS
+  producer = asyncio.create_task(produce(writer, first, stop, every_sec=0.1))
+  seqs: list[int] = []
+  lasts_sec = 3.5 * TOKEN_TTL_SEC
+  started = time.monotonic()
+  try:
+    async for event in client.listen(sid):
+      seqs.append(event["seq"])
+      if time.monotonic() - started > lasts_sec:
+        break
+  finally:
+    stop.set()
+    await producer
+    await writer.stop()
+    await client.aclose()
+  assert client.reconnects == 0, "the socket was reopened"
+  assert client.token_refreshes >= 3
+  assert all(b - a == STEP_MS for a, b in itertools.pairwise(seqs)), "gap or duplicate"
+  assert len(seqs) >= lasts_sec * 5

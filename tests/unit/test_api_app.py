@@ -3,7 +3,6 @@
 import asyncio
 import json
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -11,19 +10,14 @@ from openapi_spec_validator import validate
 from starlette.requests import Request
 
 from bond.config import Settings
-from bond.errors import ConfigError, SpecError, UpstreamError
-from bond.gateway.api import (
-  ApiMetrics,
-  MarketCache,
-  ObserveMiddleware,
-  _check_exchanges,
-  _check_symbols,
-  _explicit,
-  _ws_url,
-  create_api_app,
-)
-from bond.gateway.errors import ApiError, read_json_object
+from bond.errors import ApiError, ConfigError, SpecError, UpstreamError
+from bond.gateway.api import create_api_app
+from bond.gateway.endpoints import ws_url
+from bond.gateway.errors import read_json_object
+from bond.gateway.markets import MarketCache, check_symbols
+from bond.gateway.observe import ApiMetrics, ObserveMiddleware
 from bond.gateway.openapi import build_openapi
+from bond.gateway.specs import check_exchanges, explicit
 from bond.schemas import StreamSpec
 
 EXCHANGES = ["binance", "okx", "bybit"]
@@ -78,7 +72,7 @@ async def test_read_json_object() -> None:
   for chunks, headers, status in cases:
     with pytest.raises(ApiError) as err:
       await read_json_object(request_with(chunks, headers))
-    assert err.value.status == status, (chunks[0][:20], headers)
+    assert err.value.http_status == status, (chunks[0][:20], headers)
 
 
 async def test_observe_middleware_refuses_declared_oversized_bodies() -> None:
@@ -135,21 +129,21 @@ async def test_market_cache_caches_and_tolerates_failures() -> None:
 
 def test_exchanges_are_spelled_out_and_checked() -> None:
   spec = StreamSpec.model_validate({"sources": [{"type": "ccxt"}], "symbols": ["BTC"]})
-  assert _explicit(spec, EXCHANGES).exchanges == EXCHANGES
+  assert explicit(spec, EXCHANGES).exchanges == EXCHANGES
   tweets = StreamSpec.model_validate({"sources": ["twitter"], "symbols": ["BTC"]})
-  assert _explicit(tweets, EXCHANGES).exchanges is None
+  assert explicit(tweets, EXCHANGES).exchanges is None
   own = StreamSpec.model_validate(
     {"sources": [{"type": "ccxt", "exchanges": ["okx"]}], "symbols": ["BTC"]}
   )
-  assert _explicit(own, EXCHANGES).exchanges is None
-  _check_exchanges(own, EXCHANGES)
+  assert explicit(own, EXCHANGES).exchanges is None
+  check_exchanges(own, EXCHANGES)
   bad = StreamSpec.model_validate(
     {"sources": [{"type": "ccxt", "exchanges": ["kraken"]}], "symbols": ["BTC"]}
   )
   with pytest.raises(
     SpecError, match="'kraken' not available here; available: binance, okx, bybit"
   ):
-    _check_exchanges(bad, EXCHANGES)
+    check_exchanges(bad, EXCHANGES)
 
 
 async def test_unknown_symbols_name_the_exchanges_and_a_close_match() -> None:
@@ -159,37 +153,104 @@ async def test_unknown_symbols_name_the_exchanges_and_a_close_match() -> None:
     return {"BTC/USDT", "ETH/USDT"} if exchange_id == "binance" else {"ETH/USDT"}
 
   settings = Settings(bond_exchanges="binance,okx,bybit")
-  state: Any = SimpleNamespace(settings=settings, markets=MarketCache(loader, settings))
-  spec = _explicit(
+  markets = MarketCache(loader, settings)
+  spec = explicit(
     StreamSpec.model_validate({"sources": ["ccxt"], "symbols": ["BTC", "ETHH/USDT"]}),
     settings.exchanges,
   )
   with pytest.raises(SpecError) as err:
-    await _check_symbols(spec, state)
+    await check_symbols(spec, settings, markets)
   message = err.value.message
   assert "symbol BTC/USDT is not listed on okx" in message
   assert "symbol ETHH/USDT is not listed on binance, okx (did you mean ETH/USDT?)" in message
   assert "bybit" not in message  # unavailable markets are not held against the symbol
-  await _check_symbols(
-    _explicit(
+  await check_symbols(
+    explicit(
       StreamSpec.model_validate({"sources": ["ccxt"], "symbols": ["ETH"]}), settings.exchanges
     ),
-    state,
+    settings,
+    markets,
   )
 
 
 def test_ws_url() -> None:
   assert (
-    _ws_url(Settings(ws_host="localhost:8080"), "ab", "t") == "ws://localhost:8080/ws/ab?token=t"
+    ws_url(Settings(ws_host="localhost:8080").ws_host, "ab", "t")
+    == "ws://localhost:8080/ws/ab?token=t"
   )
   assert (
-    _ws_url(Settings(ws_host="wss://bond.example/"), "ab", "t")
+    ws_url(Settings(ws_host="wss://bond.example/").ws_host, "ab", "t")
     == "wss://bond.example/ws/ab?token=t"
   )
 
 
+STRONG = "s" * 32
+KEYS = "alpha:key-alpha"
+
+
 async def test_lifespan_refuses_the_default_secret_outside_dev() -> None:
-  app = create_api_app(Settings(bond_env="prod", bond_secret="dev-secret-change-me"))
-  with pytest.raises(ConfigError, match="BOND_SECRET"):
+  conf = Settings(bond_env="prod", bond_secret="dev-secret-change-me", bond_api_keys=KEYS)
+  app = create_api_app(conf)
+  with pytest.raises(ConfigError, match="BOND_SECRET is the default"):
     async with app.router.lifespan_context(app):
       pass
+
+
+@pytest.mark.parametrize(
+  ("env", "variable"),
+  [
+    ({"bond_secret": STRONG}, "BOND_API_KEYS is empty"),
+    ({"bond_secret": STRONG, "bond_api_keys": "  "}, "BOND_API_KEYS is empty"),
+    ({"bond_secret": STRONG, "bond_api_keys": "nokey"}, "BOND_API_KEYS entry 'nokey'"),
+    ({"bond_api_keys": KEYS}, "BOND_SECRET is the default"),
+    ({"bond_secret": "s" * 31, "bond_api_keys": KEYS}, "BOND_SECRET is shorter than 32"),
+    (
+      {
+        "bond_secret": STRONG,
+        "bond_secret_previous": "dev-secret-change-me",
+        "bond_api_keys": KEYS,
+      },
+      "BOND_SECRET_PREVIOUS is the default",
+    ),
+    (
+      {"bond_secret": STRONG, "bond_secret_previous": "short", "bond_api_keys": KEYS},
+      "BOND_SECRET_PREVIOUS is shorter than 32",
+    ),
+  ],
+)
+@pytest.mark.parametrize("bond_env", ["prod", "production", "staging"])
+def test_production_mode_refuses_unsafe_settings(
+  env: dict[str, str], variable: str, bond_env: str
+) -> None:
+  with pytest.raises(ConfigError) as err:
+    Settings(bond_env=bond_env, **env).require_safe_secret()  # type: ignore[arg-type]
+  assert variable in err.value.message and "\n" not in err.value.message
+  Settings(bond_env="dev", **env).require_safe_secret()  # type: ignore[arg-type] # dev: anything goes
+
+
+def test_production_mode_accepts_safe_settings() -> None:
+  Settings(bond_env="prod", bond_secret=STRONG, bond_api_keys=KEYS).require_safe_secret()
+  Settings(
+    bond_env="prod", bond_secret=STRONG, bond_secret_previous="p" * 40, bond_api_keys=KEYS
+  ).require_safe_secret()
+
+
+def test_entry_points_exit_with_one_line_naming_the_variable(
+  monkeypatch: pytest.MonkeyPatch,
+) -> None:
+  from bond.config import get_settings
+  from bond.gateway import app
+
+  monkeypatch.setenv("BOND_ENV", "prod")
+  monkeypatch.setenv("BOND_SECRET", STRONG)
+  monkeypatch.delenv("BOND_API_KEYS", raising=False)
+  get_settings.cache_clear()
+  try:
+    for factory, name in ((app.api, "api"), (app.gateway, "gateway")):
+      with pytest.raises(SystemExit) as err:
+        factory()
+      text = str(err.value.code)
+      assert text.startswith(f"bond {name}: refusing to start: BOND_API_KEYS is empty")
+      assert "\n" not in text
+  finally:
+    get_settings.cache_clear()

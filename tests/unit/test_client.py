@@ -189,3 +189,20 @@ async def test_listen_main_lets_stream_errors_through():
   with pytest.raises(StreamClosedError):
     await listen_main(client, "abc", None, "table", out=io.StringIO())  # type: ignore[arg-type]
   assert client.closed
+
+
+def test_a_rate_limited_answer_is_retried_after_its_retry_after() -> None:
+  from bond.client import RATE_LIMIT_MAX_WAIT_SEC, _rate_limited_for
+
+  def answer(status: int, code: str, retry_after: str | None = None) -> httpx.Response:
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    body = {"error": {"code": code, "message": "m"}}
+    return httpx.Response(status, json=body, headers=headers)
+
+  wait = _rate_limited_for(answer(429, "rate_limited", "2"))
+  assert wait is not None and 2.0 <= wait <= 2.4
+  big = _rate_limited_for(answer(429, "rate_limited", "3600"))
+  assert big is not None and big <= RATE_LIMIT_MAX_WAIT_SEC * 1.2
+  assert _rate_limited_for(answer(429, "too_many_streams", "1")) is None  # waiting won't help
+  assert _rate_limited_for(answer(503, "upstream_error", "1")) is None
+  assert _rate_limited_for(httpx.Response(429, text="not json")) is None

@@ -42,10 +42,13 @@ def test_roundtrip() -> None:
 
 
 def test_format_matches_design() -> None:
-  token = sign(SID, 3600, secret=KEY, now=NOW)
-  stream, exp, mac = token.split(".")
-  assert (stream, exp) == (SID, str(NOW + 3600))
+  token = sign(SID, 3600, epoch=1_761_000_000_123, secret=KEY, now=NOW)
+  stream, exp, epoch, mac = token.split(".")
+  assert (stream, exp, epoch) == (SID, str(NOW + 3600), "1761000000123")
   assert re.fullmatch(r"[0-9a-f]{64}", mac)
+  canonical = r"[A-Za-z0-9_-]{1,64}\.[1-9][0-9]{0,11}\.(0|[1-9][0-9]{0,15})\.[0-9a-f]{64}"
+  assert re.fullmatch(canonical, token)
+  assert verify(token, SID, secret=KEY, previous="", now=NOW).epoch == 1_761_000_000_123
 
 
 def test_token_needs_no_url_escaping() -> None:
@@ -85,10 +88,10 @@ def test_wrong_stream() -> None:
   assert _reason(token, OTHER) == "wrong_stream"
 
 
-@pytest.mark.parametrize("part", [0, 1, 2])
+@pytest.mark.parametrize("part", [0, 1, 2, 3])
 def test_tampering_with_any_part_breaks_the_signature(part: int) -> None:
-  pieces = sign(SID, 60, secret=KEY, now=NOW).split(".")
-  pieces[part] = {0: OTHER, 1: str(NOW + 10**6), 2: "0" * 64}[part]
+  pieces = sign(SID, 60, epoch=5, secret=KEY, now=NOW).split(".")
+  pieces[part] = {0: OTHER, 1: str(NOW + 10**6), 2: "6", 3: "0" * 64}[part]
   forged = ".".join(pieces)
   stream = OTHER if part == 0 else SID
   assert _reason(forged, stream) == "bad_signature"
@@ -125,7 +128,22 @@ def test_checks_signature_before_stream_and_expiry() -> None:
   assert _reason(forged, OTHER, now=NOW + 100) == "bad_signature"
 
 
+GOOD_MAC = "a" * 64
 MALFORMED = [
+  # Not canonical: one token has one spelling (no leading zeros, signs, spaces, uppercase).
+  f"{SID}.0{NOW}.0.{GOOD_MAC}",
+  f"{SID}.+{NOW}.0.{GOOD_MAC}",
+  f"{SID}.{NOW}.00.{GOOD_MAC}",
+  f"{SID}.{NOW}.01.{GOOD_MAC}",
+  f"{SID}.{NOW}.-1.{GOOD_MAC}",
+  f"{SID}. {NOW}.0.{GOOD_MAC}",
+  f"{SID}.{NOW}.0.{GOOD_MAC.upper()}",
+  f"{SID}.{NOW}.0.{GOOD_MAC}\n",
+  f"{SID}.{NOW}.0.{GOOD_MAC} ",
+  f"{SID}.{NOW}.{'1' * 17}.{GOOD_MAC}",
+  f"{SID}.{NOW}.0.{GOOD_MAC}.",
+  f"{SID}.{NOW}.{GOOD_MAC}",  # the old three-part form
+  f"{SID}.\u0661{NOW}.0.{GOOD_MAC}",  # a non-ASCII digit
   "",
   "abc",
   "a.b",
@@ -146,6 +164,30 @@ MALFORMED = [
   12345,
   b"bytes.123.abc",
 ]
+
+
+def test_the_leading_zero_twin_of_a_real_token_is_refused() -> None:
+  token = sign(SID, 60, epoch=7, secret=KEY, now=NOW)
+  stream, exp, epoch, mac = token.split(".")
+  for twin in (f"{stream}.0{exp}.{epoch}.{mac}", f"{stream}.{exp}.0{epoch}.{mac}"):
+    assert _reason(twin) == "malformed"
+  assert _reason(f"{stream}.{exp}.{epoch}.{mac.upper()}") == "malformed"
+
+
+def test_a_token_of_another_epoch_is_revoked() -> None:
+  token = sign(SID, 60, epoch=100, secret=KEY, now=NOW)
+  verify(token, SID, epoch=100, secret=KEY, previous="", now=NOW)
+  assert _reason(token, epoch=101) == "revoked"
+  assert _reason(token, epoch=99) == "revoked"
+  # Signature first: a forged token never learns whether its epoch was current.
+  forged = sign(SID, 60, epoch=100, secret="attacker", now=NOW)
+  assert _reason(forged, epoch=100) == "bad_signature"
+
+
+@pytest.mark.parametrize("epoch", [-1, 10**16, True, 1.5])
+def test_sign_rejects_bad_epochs(epoch: object) -> None:
+  with pytest.raises(ValueError):
+    sign(SID, 60, epoch=epoch, secret=KEY, now=NOW)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("token", MALFORMED)
@@ -184,4 +226,5 @@ def test_empty_secret_is_refused() -> None:
 
 def test_max_length_constant() -> None:
   assert tokens.MAX_TOKEN_CHARS == 512
-  assert len(sign("x" * 64, 10**9, secret=KEY, now=NOW)) < tokens.MAX_TOKEN_CHARS
+  longest = sign("x" * 64, 10**9, epoch=tokens.MAX_EPOCH, secret=KEY, now=NOW)
+  assert len(longest) < tokens.MAX_TOKEN_CHARS

@@ -120,7 +120,7 @@ class DevStack:
         "gateway",
         [py, "-m", "uvicorn", "bond.gateway.app:gateway", "--factory", "--host", "127.0.0.1",
          "--port", str(self.ws_port), "--no-access-log", "--ws-ping-interval", "20",
-         "--ws-per-message-deflate", "false"],
+         "--ws-per-message-deflate", "false", "--ws-max-size", "4096"],
         lambda: http_ok(f"http://127.0.0.1:{self.ws_port}/healthz"),
         ports=[self.ws_port],
       ),

@@ -1,4 +1,4 @@
-"""Helpers shared by the gateway and SDK tests (no tests here).
+"""Helpers shared by the gateway and SDK tests (the `streams` fixture is in conftest.py).
 
 A gateway in-process under uvicorn on a free port or as a subprocess, registered streams
 that clean up after themselves, and a producer that writes windows like the worker
@@ -12,20 +12,21 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-import pytest
 import uvicorn
 from aiokafka import AIOKafkaProducer
 
 from bond.config import Settings
-from bond.gateway.ws import Gateway, create_gateway_app, metrics_key, ring_key
+from bond.gateway.ws import Gateway
+from bond.gateway.ws_app import create_gateway_app
 from bond.registry import RegistryWriter, new_record
 from bond.schemas import AggregatedEvent, StreamSpec
 from bond.topics import stream_topic
 from bond.topics.admin import TopicAdmin
+from bond.wire import iso_ms, metrics_key, stream_key
 from tests.conftest import ROOT, free_port
 
 STEP_MS = 1000  # the test streams' interval: one window per second of `seq`
@@ -37,8 +38,8 @@ def event(sid: str, seq: int, pad: int = 0) -> dict[str, Any]:
   body = AggregatedEvent(
     stream_id=sid,
     seq=seq,
-    ts=_iso(seq),
-    window_start=_iso(start),
+    ts=iso_ms(seq),
+    window_start=iso_ms(start),
     interval_sec=STEP_MS // 1000,
     symbol="BTC/USDT",
     price_avg=68000 + seq % 1000 / 10,
@@ -56,16 +57,16 @@ def event(sid: str, seq: int, pad: int = 0) -> dict[str, Any]:
   return body.model_dump(mode="json")
 
 
-def _iso(ms: int) -> str:
-  return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + "Z"
-
-
 class GatewayServer:
   """The gateway app under an in-process uvicorn on 127.0.0.1."""
 
-  def __init__(self, settings: Settings, port: int | None = None) -> None:
+  def __init__(
+    self, settings: Settings, port: int | None = None, ws_max_size: int | None = None
+  ) -> None:
     self.settings = settings
     self.port = port or free_port()
+    # uvicorn's --ws-max-size: the launch commands pass BOND_WS_MAX_FRAME_BYTES.
+    self.ws_max_size = ws_max_size or settings.bond_ws_max_frame_bytes
     self.app = create_gateway_app(settings, handle_signals=False)
     self.server: uvicorn.Server | None = None
     self._task: asyncio.Task[None] | None = None
@@ -89,6 +90,7 @@ class GatewayServer:
       log_level="warning",
       lifespan="on",
       ws_ping_interval=5,
+      ws_max_size=self.ws_max_size,
     )
     self.server = uvicorn.Server(config)
     self._task = asyncio.create_task(self.server.serve())
@@ -124,6 +126,7 @@ class GatewayProcess:
     cmd = [
       sys.executable, "-m", "uvicorn", "bond.gateway.app:gateway", "--factory",
       "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+      "--ws-max-size", "4096",
     ]  # fmt: skip
     self.proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, env=self.env)
     deadline = time.monotonic() + 30
@@ -160,14 +163,14 @@ class Streams:
     self.created: list[str] = []
 
   async def new(self) -> str:
-    """Register a stream and create its topic; return its id."""
+    """Register a stream (token epoch 0: `sign(sid)` tokens work) and create its topic."""
     sid = uuid.uuid4().hex[:16]
     spec = StreamSpec.model_validate(
       {"sources": ["ccxt"], "symbols": ["BTC/USDT"], "interval_sec": 1}
     )
     async with TopicAdmin(self.bootstrap) as admin:
       await admin.create_stream_topic(sid)
-    await self.writer.put(new_record(sid, "test", spec))
+    await self.writer.put(new_record(sid, "test", spec, token_epoch=0))
     self.created.append(sid)
     return sid
 
@@ -180,18 +183,9 @@ class Streams:
     async with TopicAdmin(self.bootstrap) as admin:
       for sid in self.created:
         await self.writer.delete(sid)
-        await self.redis.delete(ring_key(sid), metrics_key(sid))
+        await self.redis.delete(stream_key(sid), metrics_key(sid))
         await admin.delete_stream_topic(sid)
     await self.writer.stop()
-
-
-@pytest.fixture
-async def streams(infra: dict[str, str], redis_client: Any) -> AsyncIterator[Streams]:
-  """Return a factory of registered streams, removed afterwards."""
-  made = Streams(infra["bootstrap"], redis_client)
-  await made.writer.start()
-  yield made
-  await made.cleanup()
 
 
 class WindowWriter:
@@ -225,7 +219,7 @@ class WindowWriter:
     if redis:
       pipe = self.redis.pipeline(transaction=False)
       for seq, body in zip(seqs, bodies, strict=True):
-        pipe.xadd(ring_key(self.sid), {"e": body}, id=f"{seq}-0", maxlen=1000, approximate=True)
+        pipe.xadd(stream_key(self.sid), {"e": body}, id=f"{seq}-0", maxlen=1000, approximate=True)
       await pipe.execute()
     self.written += seqs
 
