@@ -11,11 +11,12 @@ from bond.compiler.lexicon import (
   DEFAULT_INTERVAL_SEC,
   EXAMPLES,
   MAX_INTERVAL_SEC,
-  MAX_TEXT_CHARS,
   MIN_INTERVAL_SEC,
 )
+from bond.compiler.limits import stream_feeds_problem
 from bond.compiler.scanner import _Found, _Scanner
 from bond.compiler.spec import _validation_lines
+from bond.config import Settings, get_settings
 from bond.errors import SpecError
 from bond.schemas import (
   ONCHAIN_TYPES,
@@ -25,6 +26,7 @@ from bond.schemas import (
   StreamSpec,
   TwitterSource,
   normalize_pair,
+  spec_context,
 )
 
 
@@ -38,16 +40,28 @@ class CompileError(SpecError, ValueError):
     super().__init__(message, unknown_words=self.unknown_words)
 
 
-def compile_nl(text: str, exchanges: list[str] | None = None) -> StreamSpec:
-  """Compile an English sentence into a StreamSpec, or raise CompileError."""
+def compile_nl(
+  text: str, exchanges: list[str] | None = None, settings: Settings | None = None
+) -> StreamSpec:
+  """Compile an English sentence into a StreamSpec, or raise CompileError.
+
+  `exchanges`: the ids this deployment serves (naming another one is an error); the
+  settings' caps apply as for a JSON spec, and BOND_MAX_SENTENCE_CHARS bounds the text.
+  """
+  settings = settings or get_settings()
   if not isinstance(text, str):
     raise CompileError(_message("the sentence must be a string", []))
+  limit = settings.bond_max_sentence_chars
+  if len(text) > limit:
+    raise CompileError(
+      _message(
+        f"the sentence is {len(text)} characters long; the limit is {limit} "
+        "(BOND_MAX_SENTENCE_CHARS)",
+        [],
+      )
+    )
   if not text.strip():
     raise CompileError(_message("the sentence is empty", []))
-  if len(text) > MAX_TEXT_CHARS:
-    raise CompileError(
-      _message(f"the sentence is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}", [])
-    )
   # `exchanges`: the ids this deployment serves; naming another one is an error, not silence.
   allowed = [e.strip().lower() for e in exchanges or [] if e.strip()]
   words = dict(_EXCHANGE_WORDS) | {name: name for name in allowed}
@@ -71,7 +85,7 @@ def compile_nl(text: str, exchanges: list[str] | None = None) -> StreamSpec:
   if found.exchanges and not (found.ccxt or found.twitter or found.onchain or found.urls):
     found.ccxt = True  # "ETH on binance": an exchange alone means its prices
   bases_needed = found.ccxt or found.twitter
-  symbols = _pairs(found)
+  symbols = _pairs(found, settings.bond_max_symbols)
   if not symbols and found.onchain and not bases_needed:
     symbols = ["SOL/USDT"]  # on-chain data is Solana's; give the stream its asset
   has_source = found.ccxt or found.twitter or found.onchain or bool(found.urls)
@@ -91,23 +105,32 @@ def compile_nl(text: str, exchanges: list[str] | None = None) -> StreamSpec:
   if found.onchain:
     types = [t for t in ONCHAIN_TYPES if t in found.event_types] or _DEFAULT_ONCHAIN_TYPES
     sources.append(OnchainSource(event_types=types))  # type: ignore[arg-type]
+  context = spec_context(settings)
   for url in dict.fromkeys(found.urls):
     try:
-      sources.append(CustomSource.model_validate({"url": url}))
-    except ValidationError:
-      raise CompileError(_message(f"{url!r} is not a ws:// or wss:// URL", [url]), [url]) from None
+      sources.append(CustomSource.model_validate({"url": url}, context=context))
+    except ValidationError as exc:
+      why = _validation_lines(exc)[0].removeprefix("url: ")
+      raise CompileError(_message(f"{url!r}: {why}", [url]), [url]) from None
   try:
-    return StreamSpec(
-      sources=sources,
-      symbols=symbols,
-      interval_sec=interval,
-      exchanges=found.exchanges or None,
+    spec = StreamSpec.model_validate(
+      {
+        "sources": sources,
+        "symbols": symbols,
+        "interval_sec": interval,
+        "exchanges": found.exchanges or None,
+      },
+      context=context,
     )
   except ValidationError as exc:
     raise CompileError(_message(_validation_lines(exc)[0], []), []) from None
+  problem = stream_feeds_problem(spec, settings, allowed or None)
+  if problem is not None:
+    raise CompileError(_message(problem, []), [])
+  return spec
 
 
-def _pairs(found: _Found) -> list[str]:
+def _pairs(found: _Found, limit: int) -> list[str]:
   pairs: list[str] = []
   for base, quote in zip(found.bases, found.quotes, strict=True):
     if base == (quote or "USDT"):
@@ -117,8 +140,10 @@ def _pairs(found: _Found) -> list[str]:
     except ValueError:
       continue
   pairs = list(dict.fromkeys(pairs))
-  if len(pairs) > 20:
-    raise CompileError(_message(f"{len(pairs)} symbols; a stream takes at most 20", []))
+  if len(pairs) > limit:
+    raise CompileError(
+      _message(f"{len(pairs)} symbols; the limit is {limit} (BOND_MAX_SYMBOLS)", [])
+    )
   return pairs
 
 

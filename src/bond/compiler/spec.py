@@ -6,8 +6,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from bond.compiler.lexicon import MAX_INTERVAL_SEC, MIN_INTERVAL_SEC
+from bond.compiler.limits import stream_feeds_problem
+from bond.config import Settings, get_settings
 from bond.errors import SpecError
-from bond.schemas import ONCHAIN_TYPES, SOURCE_ALIASES, StreamSpec
+from bond.schemas import ONCHAIN_TYPES, SOURCE_ALIASES, StreamSpec, spec_context
 
 _SOURCE_TAGS = {"ccxt", "twitter", "onchain", "custom"}
 _ALLOWED_TYPES = ", ".join(sorted(SOURCE_ALIASES))
@@ -15,7 +17,7 @@ _HINTS = {
   "interval_sec": f"whole seconds from {MIN_INTERVAL_SEC} to {MAX_INTERVAL_SEC}",
   "symbols": 'a list of tickers or pairs, e.g. ["BTC", "ETH/USDT"]',
   "exchanges": 'a list of ccxt exchange ids, e.g. ["binance", "okx"]',
-  "sources": 'a list of 1 to 8 sources, e.g. [{"type": "ccxt"}, {"type": "twitter"}]',
+  "sources": 'a list of sources, e.g. [{"type": "ccxt"}, {"type": "twitter"}]',
   "type": _ALLOWED_TYPES,
   "event_types": "a list of " + ", ".join(ONCHAIN_TYPES),
   "url": "a ws:// or wss:// URL",
@@ -23,13 +25,22 @@ _HINTS = {
 }
 
 
-def parse_spec(data: dict[str, Any]) -> StreamSpec:
-  """Validate a JSON spec into a StreamSpec, or raise SpecError naming each bad field."""
+def parse_spec(
+  data: dict[str, Any],
+  settings: Settings | None = None,
+  default_exchanges: list[str] | None = None,
+) -> StreamSpec:
+  """Validate a user's JSON spec into a StreamSpec, or raise SpecError naming each bad field.
+
+  The settings' caps apply (BOND_MAX_*, BOND_CUSTOM_ALLOW); `default_exchanges` (else
+  BOND_EXCHANGES) are what a ccxt source without exchanges covers, for the feed count.
+  """
   if not isinstance(data, dict):
     raise SpecError("spec: must be a JSON object with sources, symbols and interval_sec")
+  settings = settings or get_settings()
   lines = _unknown_type_lines(data)
   try:
-    spec = StreamSpec.model_validate(data)
+    spec = StreamSpec.model_validate(data, context=spec_context(settings))
   except ValidationError as exc:
     more = _validation_lines(exc)
     if lines:
@@ -37,7 +48,10 @@ def parse_spec(data: dict[str, Any]) -> StreamSpec:
     lines += more
   else:
     if not lines:
-      return spec
+      problem = stream_feeds_problem(spec, settings, default_exchanges)
+      if problem is None:
+        return spec
+      lines.append(problem)
   raise SpecError("invalid stream spec:\n" + "\n".join(lines), errors=lines)
 
 
