@@ -170,7 +170,7 @@ _FILLER = frozenset(
 )
 
 _TOKEN_RE = re.compile(
-  r"(?P<url>wss?://[^\s,]+)"
+  r"(?P<url>(?i:wss?)://[^\s,]+)"
   r"|(?P<num>-?[0-9]+(?:\.[0-9]+)?)(?:-?(?P<unit>[A-Za-z]+))?"
   r"|(?P<prefix>[$#])?(?P<word>[A-Za-z][A-Za-z0-9]*(?:[-./][A-Za-z0-9]+)*)(?P<poss>['\u2019][sS]\b)?"
   r"|(?P<sep>[+,&;|])"
