@@ -8,8 +8,7 @@ StreamSpec is what a user asks for. All are plain JSON on the wire.
 import ipaddress
 import json
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
   BaseModel,
@@ -21,9 +20,7 @@ from pydantic import (
 )
 
 from bond.netguard import AllowList, BlockedAddress, check_url
-
-if TYPE_CHECKING:
-  from bond.config import Settings
+from bond.spec_limits import json_depth, limits_of
 
 QUOTE_DEFAULT = "USDT"
 KNOWN_QUOTES = ("USDT", "USDC", "USD", "BUSD", "FDUSD", "EUR", "BTC", "ETH")
@@ -83,83 +80,6 @@ def ticker(symbol: str) -> str:
     )
   normalize_pair(symbol)  # and nothing odd after the base: "BTC/USDT/X" is no pair
   return base
-
-
-# ---------------------------------------------------------------------- spec limits
-
-_SETTING_OF = {
-  "max_symbols": "BOND_MAX_SYMBOLS",
-  "max_sources": "BOND_MAX_SOURCES",
-  "max_exchanges": "BOND_MAX_EXCHANGES",
-  "max_subscribe_bytes": "BOND_MAX_SUBSCRIBE_BYTES",
-  "max_subscribe_depth": "BOND_MAX_SUBSCRIBE_DEPTH",
-}
-
-
-@dataclass(frozen=True)
-class SpecLimits:
-  """The caps a spec must fit, from the BOND_MAX_* settings.
-
-  A spec from a user is validated with `context=spec_context(settings)` (parse_spec and
-  compile_nl do it): the operator's caps and the custom-feed address rule apply. Without a
-  context (a stored stream read back, a spec built in code) the ceilings apply: the highest
-  values the settings accept, so a stream stored under today's caps always loads.
-  """
-
-  max_symbols: int = 200
-  max_sources: int = 32
-  max_exchanges: int = 50
-  max_subscribe_bytes: int = 65_536
-  max_subscribe_depth: int = 32
-  custom_allow: AllowList | None = None  # None: the address is checked when connecting
-
-  @classmethod
-  def from_settings(cls, settings: "Settings") -> "SpecLimits":
-    """Return the caps the settings set, with the custom-feed allow-list."""
-    return cls(
-      max_symbols=settings.bond_max_symbols,
-      max_sources=settings.bond_max_sources,
-      max_exchanges=settings.bond_max_exchanges,
-      max_subscribe_bytes=settings.bond_max_subscribe_bytes,
-      max_subscribe_depth=settings.bond_max_subscribe_depth,
-      custom_allow=AllowList.parse(settings.bond_custom_allow),
-    )
-
-  def cap(self, items: Any, name: str, what: str) -> None:
-    """Raise ValueError if `items` (a list or dict) is longer than the cap `name`."""
-    limit = getattr(self, name)
-    if isinstance(items, list | tuple | dict) and len(items) > limit:
-      raise ValueError(f"{len(items)} {what}; the limit is {limit} ({_SETTING_OF[name]})")
-
-
-CEILINGS = SpecLimits()
-
-
-def spec_context(settings: "Settings") -> dict[str, Any]:
-  """Return the validation context that applies the settings' caps to a user's spec."""
-  return {"limits": SpecLimits.from_settings(settings)}
-
-
-def _limits(info: ValidationInfo) -> SpecLimits:
-  context = info.context
-  found = context.get("limits") if isinstance(context, dict) else None
-  return found if isinstance(found, SpecLimits) else CEILINGS
-
-
-def _json_depth(value: Any, limit: int) -> int:
-  """Return the nesting depth of a JSON value, counting no deeper than `limit` + 1."""
-  deepest = 0
-  stack: list[tuple[Any, int]] = [(value, 1)]
-  while stack:
-    node, depth = stack.pop()
-    if not isinstance(node, dict | list):
-      continue
-    deepest = max(deepest, depth)
-    if deepest > limit:
-      return deepest
-    children = node.values() if isinstance(node, dict) else node
-    stack.extend((child, depth + 1) for child in children)
-  return deepest
 
 
 class _Raw(BaseModel):
@@ -236,13 +156,13 @@ class CcxtSource(BaseModel):
   @field_validator("symbols", mode="before")
   @classmethod
   def _few_symbols(cls, value: Any, info: ValidationInfo) -> Any:
-    _limits(info).cap(value, "max_symbols", "symbols")
+    limits_of(info).cap(value, "max_symbols", "symbols")
     return value
 
   @field_validator("exchanges", mode="before")
   @classmethod
   def _few_exchanges(cls, value: Any, info: ValidationInfo) -> Any:
-    _limits(info).cap(value, "max_exchanges", "exchanges")
+    limits_of(info).cap(value, "max_exchanges", "exchanges")
     return value
 
   @field_validator("symbols")
@@ -267,7 +187,7 @@ class TwitterSource(BaseModel):
   @field_validator("symbols", mode="before")
   @classmethod
   def _few_symbols(cls, value: Any, info: ValidationInfo) -> Any:
-    _limits(info).cap(value, "max_symbols", "symbols")
+    limits_of(info).cap(value, "max_symbols", "symbols")
     return value
 
   @field_validator("symbols")
@@ -333,7 +253,7 @@ class CustomSource(BaseModel):
   def _ws_url(cls, value: str, info: ValidationInfo) -> str:
     # A user's spec: public addresses or BOND_CUSTOM_ALLOW; otherwise the syntax only
     # (the connector checks every resolved address on each connect anyway).
-    allow = _limits(info).custom_allow
+    allow = limits_of(info).custom_allow
     try:
       check_url(value, allow if allow is not None else _ANY_ADDRESS)
     except BlockedAddress as exc:
@@ -345,8 +265,8 @@ class CustomSource(BaseModel):
   def _small_subscribe(cls, value: Any, info: ValidationInfo) -> Any:
     if value is None:
       return value
-    limits = _limits(info)
-    depth = _json_depth(value, limits.max_subscribe_depth)
+    limits = limits_of(info)
+    depth = json_depth(value, limits.max_subscribe_depth)
     if depth > limits.max_subscribe_depth:
       raise ValueError(
         f"nested deeper than {limits.max_subscribe_depth} levels; "
@@ -397,7 +317,7 @@ class StreamSpec(BaseModel):
     if not isinstance(data, dict):
       return data
     data = dict(data)
-    limits = _limits(info)
+    limits = limits_of(info)
     # Count before validating anything: a 12,000-symbol list is refused in microseconds.
     for name, cap, what in (
       ("sources", "max_sources", "sources"),
@@ -447,7 +367,7 @@ class StreamSpec(BaseModel):
           found += [normalize_pair(s) for s in src.symbols]
       self.symbols = _dedupe(found)
       try:
-        _limits(info).cap(self.symbols, "max_symbols", "symbols across the sources")
+        limits_of(info).cap(self.symbols, "max_symbols", "symbols across the sources")
       except ValueError as exc:
         raise ValueError(f"symbols: {exc}") from None
     needs_symbols = any(isinstance(s, CcxtSource | TwitterSource) for s in self.sources)

@@ -3,7 +3,7 @@
 import re
 from decimal import Decimal
 
-MAX_TEXT_CHARS = 1000
+MAX_TEXT_CHARS = 1000  # the default of BOND_MAX_SENTENCE_CHARS
 MIN_INTERVAL_SEC = 1
 MAX_INTERVAL_SEC = 3600
 DEFAULT_INTERVAL_SEC = 5

@@ -61,6 +61,7 @@ class _Scanner:
     self.found = _Found()
     self.symbol_at: set[int] = set()  # token indexes read as symbols
     self.unquoted: list[int] = []  # indexes into found.bases still on the default quote
+    self._ahead: dict[int, bool] = {}  # token index -> does the list after it reach a symbol
 
   def run(self) -> _Found:
     i = 0
@@ -106,17 +107,37 @@ class _Scanner:
       return True
     if self._low(i - 1) in _CONNECTORS and (i - 2) in self.symbol_at:
       return True
-    # "dot, link & uni trades": follow the list forward to a symbol or a source word.
+    return self._list_ahead(i)
+
+  def _list_ahead(self, i: int) -> bool:
+    """Return whether the list after token i ("dot, link & uni trades") reaches a symbol.
+
+    The answer at i is the answer at the next item of the list, so each answer is kept:
+    a sentence of 300 "dot," costs one walk, not 300 (it was quadratic).
+    """
+    walked: list[int] = []
     j = i
-    while self._low(j + 1) in _CONNECTORS:
+    while True:
+      if j in self._ahead:
+        result = self._ahead[j]
+        break
+      walked.append(j)
+      if self._low(j + 1) not in _CONNECTORS:
+        result = False
+        break
       j += 2
       if self._is_symbol_word(j):
-        return True
+        result = True
+        break
       if self._low(j) not in _AMBIGUOUS_ASSETS:
-        return False
+        result = False
+        break
       if self._low(j + 1) in _SOURCE_WORDS:
-        return True
-    return False
+        result = True
+        break
+    for k in walked:
+      self._ahead[k] = result
+    return result
 
   def _interval(self, seconds: Decimal, written: str, explicit: bool, after: int) -> None:
     if not explicit and self._low(after) in _DESCRIPTIVE_FOLLOWERS:

@@ -26,8 +26,8 @@ from bond.schemas import (
   StreamSpec,
   TwitterSource,
   normalize_pair,
-  spec_context,
 )
+from bond.spec_limits import spec_context
 
 
 class CompileError(SpecError, ValueError):

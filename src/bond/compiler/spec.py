@@ -9,7 +9,8 @@ from bond.compiler.lexicon import MAX_INTERVAL_SEC, MIN_INTERVAL_SEC
 from bond.compiler.limits import stream_feeds_problem
 from bond.config import Settings, get_settings
 from bond.errors import SpecError
-from bond.schemas import ONCHAIN_TYPES, SOURCE_ALIASES, StreamSpec, spec_context
+from bond.schemas import ONCHAIN_TYPES, SOURCE_ALIASES, StreamSpec
+from bond.spec_limits import spec_context
 
 _SOURCE_TAGS = {"ccxt", "twitter", "onchain", "custom"}
 _ALLOWED_TYPES = ", ".join(sorted(SOURCE_ALIASES))
