@@ -33,6 +33,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_URL_CHARS = 2048
+MAX_ADDRESSES_TRIED = 4
 ALLOW_SETTING = "BOND_CUSTOM_ALLOW"
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 # inet_aton's forms: 1 to 4 parts, each decimal, octal (leading 0) or hex (0x).
@@ -239,7 +240,8 @@ async def open_checked(
   """Return a TCP socket connected to a checked address of `host` (tried in resolver order)."""
   loop = asyncio.get_running_loop()
   last: OSError | None = None
-  for family, address in await resolve_checked(host, port, allow):
+  # Every address is checked; the first few are tried (each within `timeout_sec`).
+  for family, address in (await resolve_checked(host, port, allow))[:MAX_ADDRESSES_TRIED]:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
