@@ -32,6 +32,15 @@ PUBLIC_ONLY = Settings(bond_custom_allow="")
 feed_peer_factory = peer_fixture(FeedPeer)
 
 
+def _nested(depth: int) -> dict[str, Any]:
+  root: dict[str, Any] = {}
+  node = root
+  for _ in range(depth - 1):
+    node["a"] = {}
+    node = node["a"]
+  return root
+
+
 def customs(events: list[Any]) -> list[CustomEvent]:
   return [e for e in events if isinstance(e, CustomEvent)]
 
@@ -72,6 +81,8 @@ async def test_bad_payloads_are_counted_and_skipped(feed_peer_factory):
   async with feed:
     await collect(feed, lambda ev: len(customs(ev)) >= 2)
     for text in [
+      "[" * 100_000 + "]" * 100_000,  # too deep for json.loads
+      json.dumps({"type": "trade", "data": {"s": "X"}, "deep": _nested(300)}),  # for pydantic
       "{not json",
       json.dumps({"type": "trade", "data": {"s": "X", "p": "NaN", "q": "1", "T": 1761053405012}}),
       json.dumps({"type": "trade", "data": {"s": "X", "p": "-5", "q": "1", "T": 1761053405012}}),
@@ -81,9 +92,10 @@ async def test_bad_payloads_are_counted_and_skipped(feed_peer_factory):
       await peer.inject(text)
     await peer.inject("x" * (10 * 1024 * 1024))  # 10 MB: the client closes (1009) and reconnects
     events = await collect(feed, lambda ev: len(customs(ev)) >= 10)
-  assert feed.stats["invalid"] >= 7
+  assert feed.stats["invalid"] >= 9
   assert feed.stats["disconnects"] >= 1 and feed.stats["connects"] >= 2
   assert all(e.symbol != "X" for e in customs(events))
+  assert all(e.model_dump_json() for e in customs(events))  # every event can be published
 
 
 async def test_reconnects_after_drop_and_python_mapper(feed_peer_factory):

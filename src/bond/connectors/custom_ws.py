@@ -5,7 +5,7 @@ A custom feed is a stranger's server, so it is fenced in (issue 13):
   the host, checks every address (bond.netguard) and connects to the checked address with
   the URL's Host and TLS name; redirects are refused;
 - a message over BOND_CUSTOM_MAX_MESSAGE_BYTES closes the connection (1009, then reconnect
-  with backoff); messages (each item of a JSON array counts) beyond
+  with backoff), one nested deeper than 32 levels is invalid (counted and skipped); messages (each item of a JSON array counts) beyond
   BOND_CUSTOM_MAX_MSGS_PER_SEC are dropped unread and counted in `stats["dropped"]`;
 - an event time further than BOND_CUSTOM_TS_SKEW_MS from the receive time is replaced by the
   receive time and counted in `stats["clamped"]`: a feed with a wrong clock (or seconds
@@ -30,6 +30,7 @@ from bond.connectors.base import Connector, now_ms
 from bond.connectors.ccxt_common import finite_number
 from bond.netguard import AllowList, BlockedAddress, open_checked
 from bond.schemas import CustomEvent, CustomMapping, CustomSource
+from bond.spec_limits import json_depth
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ Mapper = Callable[[dict[str, Any]], CustomEvent | None]
 _MISSING = object()
 # What a user's mapper may raise on an odd message; it is counted and skipped.
 MAPPER_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+# Deeper messages are invalid: the payload travels as JSON, and pydantic refuses to
+# serialise beyond ~255 levels (a poison record for the raw topic).
+MAX_MESSAGE_DEPTH = 32
 
 
 def get_path(message: Any, path: str) -> Any:
@@ -301,6 +305,9 @@ class CustomWsFeed(Connector):
     try:
       message = json.loads(raw)
     except (ValueError, RecursionError):
+      self.stats["invalid"] += 1
+      return
+    if json_depth(message, MAX_MESSAGE_DEPTH) > MAX_MESSAGE_DEPTH:
       self.stats["invalid"] += 1
       return
     items = message if isinstance(message, list) else [message]
