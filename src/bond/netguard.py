@@ -108,7 +108,7 @@ def literal_ip(host: str) -> IPAddress | None:
     try:
       return ipaddress.IPv4Address(socket.inet_aton(text.rstrip(".")))
     except OSError:
-      raise BlockedAddress(f"host {host!r} is a malformed numeric address") from None
+      raise BlockedAddress(f"host {host[:60]!r} is a malformed numeric address") from None
   return None
 
 
@@ -202,7 +202,7 @@ def check_url(url: str, allow: AllowList) -> FeedUrl:
   ip = literal_ip(host)
   if ip is None:
     if not _HOST_NAME.match(host):
-      raise BlockedAddress(f"url host {host!r} is not a valid host name")
+      raise BlockedAddress(f"url host {host[:60]!r} is not a valid host name")
     name = host.lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):
       loopback = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]

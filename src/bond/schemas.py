@@ -57,7 +57,7 @@ def normalize_pair(symbol: str) -> str:
     else:
       text = f"{text}/{QUOTE_DEFAULT}"
   if not _SYMBOL_RE.match(text):
-    raise ValueError(f"symbol {symbol!r} is not a ticker like BTC or a pair like BTC/USDT")
+    raise ValueError(f"symbol {symbol[:40]!r} is not a ticker like BTC or a pair like BTC/USDT")
   return text
 
 
@@ -72,7 +72,7 @@ def ticker(symbol: str) -> str:
   Only letters and digits pass, so a symbol cannot carry operators into an X rule.
   """
   if not isinstance(symbol, str):
-    raise ValueError(f"symbol {symbol!r} is not a ticker like BTC")
+    raise ValueError(f"symbol {str(symbol)[:40]!r} is not a ticker like BTC")
   base = base_asset(symbol)
   if not _TICKER_RE.match(base):
     raise ValueError(
@@ -338,7 +338,7 @@ class StreamSpec(BaseModel):
           name = src["type"].strip().lower()
           if name not in SOURCE_ALIASES:
             allowed = ", ".join(sorted(SOURCE_ALIASES))
-            raise ValueError(f"sources: unknown type {src['type']!r}; allowed: {allowed}")
+            raise ValueError(f"sources: unknown type {src['type'][:40]!r}; allowed: {allowed}")
           src = {**src, "type": SOURCE_ALIASES[name]}
         fixed.append(src)
       data["sources"] = fixed

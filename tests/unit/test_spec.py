@@ -409,3 +409,19 @@ def test_a_big_subscribe_is_refused_naming_the_cap() -> None:
 
 def test_a_subscribe_that_is_not_json_is_refused() -> None:
   assert "JSON object" in str(_error(_custom({"n": float("nan")})))
+
+
+@pytest.mark.parametrize(
+  "data",
+  [
+    {"sources": ["ccxt"], "symbols": ["A" * 60_000]},
+    {"sources": [{"type": "twitter", "symbols": ["B" * 60_000]}]},
+    {"sources": [{"type": "ccxt", "exchanges": ["c" * 60_000]}], "symbols": ["BTC"]},
+    {"sources": [{"type": "d" * 60_000}], "symbols": ["BTC"]},
+    {"sources": ["e" * 60_000], "symbols": ["BTC"]},
+    {"sources": [{"type": "custom", "url": "ws://" + "f" * 60_000}]},
+    {"sources": [{"type": "bloomberg"}] * 10_000, "symbols": ["BTC"]},
+  ],
+)
+def test_refusals_do_not_echo_a_huge_input(data: dict[str, Any]) -> None:
+  assert len(str(_error(data))) < 1000

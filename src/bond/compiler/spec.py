@@ -39,7 +39,7 @@ def parse_spec(
   if not isinstance(data, dict):
     raise SpecError("spec: must be a JSON object with sources, symbols and interval_sec")
   settings = settings or get_settings()
-  lines = _unknown_type_lines(data)
+  lines = _unknown_type_lines(data, settings.bond_max_sources)
   try:
     spec = StreamSpec.model_validate(data, context=spec_context(settings))
   except ValidationError as exc:
@@ -56,16 +56,19 @@ def parse_spec(
   raise SpecError("invalid stream spec:\n" + "\n".join(lines), errors=lines)
 
 
-def _unknown_type_lines(data: dict[str, Any]) -> list[str]:
-  # The model stops at the first unknown type; name every one, with its index.
+def _unknown_type_lines(data: dict[str, Any], max_sources: int) -> list[str]:
+  # The model stops at the first unknown type; name every one, with its index (unless the
+  # list is over its cap: then that is the one thing to say).
   sources = data.get("sources")
-  if not isinstance(sources, list):
+  if not isinstance(sources, list) or len(sources) > max_sources:
     return []
   lines = []
   for k, src in enumerate(sources):
     name = src.get("type") if isinstance(src, dict) else src
     if isinstance(name, str) and name.strip().lower() not in SOURCE_ALIASES:
-      lines.append(f"sources.{k}.type: unknown source type {name!r}; allowed: {_ALLOWED_TYPES}")
+      lines.append(
+        f"sources.{k}.type: unknown source type {name[:40]!r}; allowed: {_ALLOWED_TYPES}"
+      )
   return lines
 
 
@@ -80,7 +83,7 @@ def _validation_lines(exc: ValidationError) -> list[str]:
     if kind in ("union_tag_invalid", "union_tag_not_found"):
       loc.append("type")
       got = err.get("ctx", {}).get("tag")
-      msg = "missing source type" if got is None else f"unknown source type {got!r}"
+      msg = "missing source type" if got is None else f"unknown source type {str(got)[:40]!r}"
       kind = "value_error"  # the message already shows the input
     path = ".".join(loc)
     if not path:
