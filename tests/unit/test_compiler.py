@@ -435,7 +435,7 @@ def test_vocabulary_soup_compiles_or_raises_compile_error(words: list[str], sep:
 # ---------------------------------------------------------------------- cost (issue 13)
 
 
-def _best_ms(text: str, runs: int = 3) -> float:
+def _best_ms(text: str, runs: int = 5) -> float:
   best = float("inf")
   for _ in range(runs):
     started = time.perf_counter()
