@@ -58,6 +58,31 @@ class Settings(BaseSettings):
   grpc_endpoint: str = "chi1.cracknode.com:10000"
   grpc_x_token: str | None = None
   bond_home: str = ".bond"
+  # ---- bounded specs and custom feeds (issue 13): every cap a user's spec must fit.
+  # The `le` bounds are the ceilings StreamSpec enforces on any spec, stored or new.
+  bond_max_symbols: int = Field(20, ge=1, le=200)  # per stream and per source
+  bond_max_sources: int = Field(8, ge=1, le=32)
+  bond_max_exchanges: int = Field(10, ge=1, le=50)  # per stream and per ccxt source
+  bond_max_feeds_per_stream: int = Field(100, ge=1)  # exchanges x pairs + bases + ...
+  bond_max_feeds_per_project: int = Field(250, ge=1)  # distinct feeds of a project's streams
+  bond_max_sentence_chars: int = Field(1000, ge=1, le=10_000)
+  bond_max_subscribe_bytes: int = Field(4096, ge=16, le=65_536)  # a custom subscribe, as JSON
+  bond_max_subscribe_depth: int = Field(8, ge=1, le=32)
+  bond_custom_allow: str = ""  # hosts and CIDRs custom feeds may reach besides public ones
+  bond_custom_max_message_bytes: int = Field(65_536, ge=1024, le=1 << 20)
+  bond_custom_max_msgs_per_sec: float = Field(200.0, gt=0)
+  bond_custom_ts_skew_ms: int = Field(300_000, ge=1000)  # event time kept within now +- this
+
+  @field_validator("bond_custom_allow")
+  @classmethod
+  def _allow_list(cls, value: str) -> str:
+    from bond.netguard import AllowList
+
+    try:
+      AllowList.parse(value)  # refuse a bad entry at start, with a message naming it
+    except ConfigError as exc:
+      raise ValueError(exc.message) from None
+    return value
 
   @field_validator("bond_exchanges")
   @classmethod

@@ -5,14 +5,30 @@ publish to the per-source topics; AggregatedEvent is one closed window of one st
 StreamSpec is what a user asks for. All are plain JSON on the wire.
 """
 
+import ipaddress
+import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+  BaseModel,
+  ConfigDict,
+  Field,
+  ValidationInfo,
+  field_validator,
+  model_validator,
+)
+
+from bond.netguard import AllowList, BlockedAddress, check_url
+from bond.spec_limits import json_depth, limits_of
 
 QUOTE_DEFAULT = "USDT"
 KNOWN_QUOTES = ("USDT", "USDC", "USD", "BUSD", "FDUSD", "EUR", "BTC", "ETH")
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,15}(/[A-Z0-9]{1,15})?$")
+_TICKER_RE = re.compile(r"^[A-Z0-9]{1,15}$")
+_EXCHANGE_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
+MAX_PATH_CHARS = 256
+MAX_FILTER_ENTRIES = 16
 
 SourceName = Literal["ccxt", "twitter", "onchain", "custom"]
 SOURCE_ALIASES: dict[str, SourceName] = {
@@ -41,13 +57,29 @@ def normalize_pair(symbol: str) -> str:
     else:
       text = f"{text}/{QUOTE_DEFAULT}"
   if not _SYMBOL_RE.match(text):
-    raise ValueError(f"symbol {symbol!r} is not a ticker like BTC or a pair like BTC/USDT")
+    raise ValueError(f"symbol {symbol[:40]!r} is not a ticker like BTC or a pair like BTC/USDT")
   return text
 
 
 def base_asset(symbol: str) -> str:
   """Return the base asset of a pair or ticker: `BTC/USDT` -> `BTC`."""
   return symbol.strip().upper().lstrip("$#").split("/")[0]
+
+
+def ticker(symbol: str) -> str:
+  """Return the checked base asset of a ticker or pair (`$btc` -> `BTC`); raise ValueError.
+
+  Only letters and digits pass, so a symbol cannot carry operators into an X rule.
+  """
+  if not isinstance(symbol, str):
+    raise ValueError(f"symbol {str(symbol)[:40]!r} is not a ticker like BTC")
+  base = base_asset(symbol)
+  if not _TICKER_RE.match(base):
+    raise ValueError(
+      f"symbol {symbol[:40]!r} is not a ticker like BTC (1 to 15 letters and digits)"
+    )
+  normalize_pair(symbol)  # and nothing odd after the base: "BTC/USDT/X" is no pair
+  return base
 
 
 class _Raw(BaseModel):
@@ -121,10 +153,27 @@ class CcxtSource(BaseModel):
   exchanges: list[str] | None = None
   liquidations: bool = False
 
+  @field_validator("symbols", mode="before")
+  @classmethod
+  def _few_symbols(cls, value: Any, info: ValidationInfo) -> Any:
+    limits_of(info).cap(value, "max_symbols", "symbols")
+    return value
+
+  @field_validator("exchanges", mode="before")
+  @classmethod
+  def _few_exchanges(cls, value: Any, info: ValidationInfo) -> Any:
+    limits_of(info).cap(value, "max_exchanges", "exchanges")
+    return value
+
   @field_validator("symbols")
   @classmethod
   def _pairs(cls, value: list[str] | None) -> list[str] | None:
     return None if value is None else _dedupe([normalize_pair(s) for s in value])
+
+  @field_validator("exchanges")
+  @classmethod
+  def _exchange_ids(cls, value: list[str] | None) -> list[str] | None:
+    return None if value is None else _exchange_names(value)
 
 
 class TwitterSource(BaseModel):
@@ -135,10 +184,16 @@ class TwitterSource(BaseModel):
   type: Literal["twitter"] = "twitter"
   symbols: list[str] | None = None
 
+  @field_validator("symbols", mode="before")
+  @classmethod
+  def _few_symbols(cls, value: Any, info: ValidationInfo) -> Any:
+    limits_of(info).cap(value, "max_symbols", "symbols")
+    return value
+
   @field_validator("symbols")
   @classmethod
   def _bases(cls, value: list[str] | None) -> list[str] | None:
-    return None if value is None else _dedupe([base_asset(s) for s in value])
+    return None if value is None else _dedupe([ticker(s) for s in value])
 
 
 class OnchainSource(BaseModel):
@@ -151,7 +206,16 @@ class OnchainSource(BaseModel):
   event_types: list[Literal["tx", "transfer", "block", "account", "metric"]] = Field(
     default_factory=lambda: ["tx", "transfer"],  # type: ignore[arg-type]
     min_length=1,
+    max_length=len(ONCHAIN_TYPES),
   )
+
+  @field_validator("event_types")
+  @classmethod
+  def _distinct(cls, value: list[str]) -> list[str]:
+    return _dedupe(value)
+
+
+Path = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)]
 
 
 class CustomMapping(BaseModel):
@@ -159,14 +223,18 @@ class CustomMapping(BaseModel):
 
   model_config = ConfigDict(extra="forbid")
 
-  ts: str | None = Field(
+  ts: Path | None = Field(
     None, description="path of the event time (epoch s or ms); receive time if absent"
   )
-  price: str | None = None
-  amount: str | None = None
-  symbol: str | None = None
-  filter: dict[str, str | int | float | bool] | None = Field(
-    None, description="keep only messages whose paths equal these values"
+  price: Path | None = None
+  amount: Path | None = None
+  symbol: Path | None = None
+  filter: (
+    dict[Path, Annotated[str, Field(max_length=MAX_PATH_CHARS)] | int | float | bool] | None
+  ) = Field(
+    None,
+    max_length=MAX_FILTER_ENTRIES,
+    description="keep only messages whose paths equal these values",
   )
 
 
@@ -182,9 +250,37 @@ class CustomSource(BaseModel):
 
   @field_validator("url")
   @classmethod
-  def _ws_url(cls, value: str) -> str:
-    if not re.match(r"^wss?://[^\s/]+", value):
-      raise ValueError("url must be a ws:// or wss:// URL")
+  def _ws_url(cls, value: str, info: ValidationInfo) -> str:
+    # A user's spec: public addresses or BOND_CUSTOM_ALLOW; otherwise the syntax only
+    # (the connector checks every resolved address on each connect anyway).
+    allow = limits_of(info).custom_allow
+    try:
+      check_url(value, allow if allow is not None else _ANY_ADDRESS)
+    except BlockedAddress as exc:
+      raise ValueError(exc.message) from None
+    return value
+
+  @field_validator("subscribe", mode="before")
+  @classmethod
+  def _small_subscribe(cls, value: Any, info: ValidationInfo) -> Any:
+    if value is None:
+      return value
+    limits = limits_of(info)
+    depth = json_depth(value, limits.max_subscribe_depth)
+    if depth > limits.max_subscribe_depth:
+      raise ValueError(
+        f"nested deeper than {limits.max_subscribe_depth} levels; "
+        f"the limit is {limits.max_subscribe_depth} (BOND_MAX_SUBSCRIBE_DEPTH)"
+      )
+    try:
+      size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+    except (TypeError, ValueError):
+      raise ValueError("must be a JSON object (strings, finite numbers, lists, objects)") from None
+    if size > limits.max_subscribe_bytes:
+      raise ValueError(
+        f"{size} bytes as JSON; the limit is {limits.max_subscribe_bytes} "
+        "(BOND_MAX_SUBSCRIBE_BYTES)"
+      )
     return value
 
   @property
@@ -196,6 +292,8 @@ class CustomSource(BaseModel):
     return "custom-" + hashlib.sha256(body.encode()).hexdigest()[:12]
 
 
+_ANY_ADDRESS = AllowList(networks=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")))
+
 Source = Annotated[
   CcxtSource | TwitterSource | OnchainSource | CustomSource, Field(discriminator="type")
 ]
@@ -206,19 +304,30 @@ class StreamSpec(BaseModel):
 
   model_config = ConfigDict(extra="forbid")
 
-  sources: list[Source] = Field(min_length=1, max_length=8)
-  symbols: list[str] = Field(default_factory=list, max_length=20)
+  sources: list[Source] = Field(min_length=1)
+  symbols: list[str] = Field(default_factory=list)
   interval_sec: int = Field(
     5, ge=1, le=3600, description="window length in whole seconds, 1 to 3600"
   )
-  exchanges: list[str] | None = Field(None, max_length=10)
+  exchanges: list[str] | None = None
 
   @model_validator(mode="before")
   @classmethod
-  def _aliases(cls, data: Any) -> Any:
+  def _aliases(cls, data: Any, info: ValidationInfo) -> Any:
     if not isinstance(data, dict):
       return data
     data = dict(data)
+    limits = limits_of(info)
+    # Count before validating anything: a 12,000-symbol list is refused in microseconds.
+    for name, cap, what in (
+      ("sources", "max_sources", "sources"),
+      ("symbols", "max_symbols", "symbols"),
+      ("exchanges", "max_exchanges", "exchanges"),
+    ):
+      try:
+        limits.cap(data.get(name), cap, what)
+      except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
     sources = data.get("sources")
     if isinstance(sources, list):
       fixed = []
@@ -229,7 +338,7 @@ class StreamSpec(BaseModel):
           name = src["type"].strip().lower()
           if name not in SOURCE_ALIASES:
             allowed = ", ".join(sorted(SOURCE_ALIASES))
-            raise ValueError(f"sources: unknown type {src['type']!r}; allowed: {allowed}")
+            raise ValueError(f"sources: unknown type {src['type'][:40]!r}; allowed: {allowed}")
           src = {**src, "type": SOURCE_ALIASES[name]}
         fixed.append(src)
       data["sources"] = fixed
@@ -246,15 +355,10 @@ class StreamSpec(BaseModel):
   @field_validator("exchanges")
   @classmethod
   def _exchanges(cls, value: list[str] | None) -> list[str] | None:
-    if value is None:
-      return None
-    names = _dedupe([v.strip().lower() for v in value if v.strip()])
-    if not names:
-      raise ValueError("exchanges: give at least one exchange id, e.g. binance")
-    return names
+    return None if value is None else _exchange_names(value)
 
   @model_validator(mode="after")
-  def _symbols_everywhere(self) -> "StreamSpec":
+  def _symbols_everywhere(self, info: ValidationInfo) -> "StreamSpec":
     # The stream's symbols are the union of its own and its sources' when given only there.
     if not self.symbols:
       found: list[str] = []
@@ -262,6 +366,10 @@ class StreamSpec(BaseModel):
         if isinstance(src, CcxtSource | TwitterSource) and src.symbols:
           found += [normalize_pair(s) for s in src.symbols]
       self.symbols = _dedupe(found)
+      try:
+        limits_of(info).cap(self.symbols, "max_symbols", "symbols across the sources")
+      except ValueError as exc:
+        raise ValueError(f"symbols: {exc}") from None
     needs_symbols = any(isinstance(s, CcxtSource | TwitterSource) for s in self.sources)
     if needs_symbols and not self.symbols:
       raise ValueError('symbols: give at least one symbol, e.g. ["BTC/USDT"]')
@@ -282,6 +390,16 @@ class StreamSpec(BaseModel):
 
 def _dedupe(items: list[str]) -> list[str]:
   return list(dict.fromkeys(items))
+
+
+def _exchange_names(value: list[str]) -> list[str]:
+  names = _dedupe([v.strip().lower() for v in value if v.strip()])
+  if not names:
+    raise ValueError("exchanges: give at least one exchange id, e.g. binance")
+  for name in names:
+    if not _EXCHANGE_RE.match(name):
+      raise ValueError(f"exchange {name[:40]!r} is not a ccxt exchange id like binance or okx")
+  return names
 
 
 # ---------------------------------------------------------------------- aggregated

@@ -625,3 +625,48 @@ async def test_refuses_the_default_secret_outside_dev(
   with pytest.raises(RuntimeError, match="did not start"):
     server.start(timeout_sec=10)
   assert server.exit_code == 3  # uvicorn's startup failure
+
+
+# ---------------------------------------------------------------------- hostile specs (issue 13)
+
+
+def _nested(depth: int) -> dict[str, Any]:
+  root: dict[str, Any] = {}
+  node = root
+  for _ in range(depth - 1):
+    node["a"] = {}
+    node = node["a"]
+  return root
+
+
+async def test_the_issues_hostile_specs_are_refused_422_naming_the_cap(
+  client: httpx.AsyncClient,
+) -> None:
+  letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+  flood = [a + b + c for a in letters for b in letters for c in letters][:9000]
+  body = {"spec": {"sources": [{"type": "twitter", "symbols": flood}], "symbols": ["BTC"]}}
+  resp = await client.post("/v1/streams", json=body)
+  assert len(resp.request.content) > 50_000  # the issue's ~54 KB body
+  assert_error(resp, 422, "sources.0.symbols", "BOND_MAX_SYMBOLS")
+  cases: list[tuple[dict[str, Any], str]] = [
+    ({"spec": {"sources": [{"type": "twitter", "symbols": ["BTC OR THE OR A"]}]}}, "ticker"),
+    (
+      {
+        "spec": {
+          "sources": [{"type": "custom", "url": "wss://f.example", "subscribe": _nested(300)}]
+        }
+      },
+      "BOND_MAX_SUBSCRIBE_DEPTH",
+    ),
+    (
+      {"spec": {"sources": [{"type": "custom", "url": "ws://0x7f000001:6379/"}]}},
+      "BOND_CUSTOM_ALLOW",
+    ),
+    ({"spec": {"sources": [{"type": "custom", "url": "ws://169.254.169.254/"}]}}, "link-local"),
+    ({"natural_language": "BTC price + ws://127.0.0.1:6066 every 5s"}, "BOND_CUSTOM_ALLOW"),
+    ({"natural_language": "BTC price " + "and tweets " * 100}, "BOND_MAX_SENTENCE_CHARS"),
+  ]
+  for path in ("/v1/compile", "/v1/streams"):
+    for body, needle in cases:
+      assert_error(await client.post(path, json=body), 422, needle)
+  assert (await client.get("/v1/streams")).json()["count"] == 0

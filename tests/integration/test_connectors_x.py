@@ -99,7 +99,22 @@ async def test_heartbeat_per_symbol_when_quiet(x_peer_factory):
   )
   async with feed:
     events = await collect(
-      feed, lambda ev: len({e.symbol for e in ev if isinstance(e, Heartbeat)}) == 2
+      feed,
+      lambda ev: (
+        len({e.symbol for e in ev if isinstance(e, Heartbeat)}) == 2
+        and feed.stats["keepalives"] >= 1
+      ),  # under load the first keep-alive may come later
     )
   assert {e.source for e in events if isinstance(e, Heartbeat)} == {"twitter"}
   assert feed.stats["keepalives"] >= 1  # the peer's \r\n keep-alives are read, not parsed
+
+
+async def test_only_ticker_rules_reach_x_whatever_the_symbols(x_peer_factory):
+  # A stream stored before symbols were checked could still name "BTC OR THE OR A".
+  peer = await x_peer_factory(bearer="tok", tweets_per_sec=50, keepalive_sec=0.05, seed=2)
+  hostile = ["BTC OR THE OR A", "ETH", '"x" OR lang:en', "(SOL", "$DOGE -is:retweet"]
+  feed = XStream(hostile, mode="real", bearer="tok", api_url=peer.base_url, **FAST)
+  async with feed:
+    events = await collect(feed, lambda ev: len(tweets(ev)) >= 5)
+  assert [r["value"] for r in peer.rules.values()] == ["$ETH OR #ETH"]
+  assert all(t.symbols == ["ETH"] for t in tweets(events))

@@ -1,11 +1,16 @@
 """The sentence compiler: a corpus of sentences, errors, stream ids and fuzzing."""
 
+import contextlib
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bond import compiler
 from bond.compiler import CompileError, canonical_json, compile_nl, stream_id
+from bond.compiler.suggest import one_edit, suggest_pair, symbol_index
+from bond.config import Settings
 from bond.errors import SpecError
 from bond.schemas import CcxtSource, OnchainSource, StreamSpec
 
@@ -425,3 +430,89 @@ def test_any_text_compiles_or_raises_compile_error(text: str) -> None:
 @given(st.lists(st.sampled_from(_VOCAB), max_size=15), st.sampled_from([" ", "", ", "]))
 def test_vocabulary_soup_compiles_or_raises_compile_error(words: list[str], sep: str) -> None:
   _compiles_or_says_why(sep.join(words))
+
+
+# ---------------------------------------------------------------------- cost (issue 13)
+
+
+def _best_ms(text: str, runs: int = 5) -> float:
+  best = float("inf")
+  for _ in range(runs):
+    started = time.perf_counter()
+    with contextlib.suppress(CompileError):
+      compile_nl(text)
+    best = min(best, time.perf_counter() - started)
+  return best * 1000
+
+
+@pytest.mark.parametrize("word", ["sei", "dot", "link", "near"])
+@pytest.mark.parametrize("sep", [", ", " and ", " & "])
+def test_a_long_list_of_ambiguous_words_costs_milliseconds(word: str, sep: str) -> None:
+  # It walked the list ahead once per word: 1,000 characters of "sei, sei, ..." took 220 ms.
+  text = sep.join([word] * 400)[: compiler.MAX_TEXT_CHARS]
+  assert _best_ms(text) < 50
+
+
+def test_the_sentence_cap_is_a_setting_named_in_the_refusal() -> None:
+  short = Settings(bond_max_sentence_chars=20)
+  assert compile_nl("BTC price every 5s", settings=short).interval_sec == 5
+  with pytest.raises(CompileError, match=r"limit is 20 \(BOND_MAX_SENTENCE_CHARS\)"):
+    compile_nl("BTC price + tweets every 5s", settings=short)
+
+
+def test_symbols_in_a_sentence_are_capped_by_the_setting() -> None:
+  with pytest.raises(CompileError, match=r"3 symbols; the limit is 2 \(BOND_MAX_SYMBOLS\)"):
+    compile_nl("BTC, ETH and SOL prices", settings=Settings(bond_max_symbols=2))
+
+
+def test_feeds_of_a_sentence_are_capped() -> None:
+  with pytest.raises(CompileError, match="BOND_MAX_FEEDS_PER_STREAM"):
+    compile_nl("BTC, ETH and SOL prices", settings=Settings(bond_max_feeds_per_stream=8))
+  spec = compile_nl("BTC, ETH and SOL prices", settings=Settings(bond_max_feeds_per_stream=9))
+  assert len(spec.symbols) == 3  # 3 pairs on BOND_EXCHANGES' 3 exchanges
+
+
+# ---------------------------------------------------------------------- suggestions
+
+MARKETS = frozenset(
+  ["BTC/USDT", "BTC/USDC", "ETH/USDT", "ETH/BTC", "SOL/USDT", "DOGE/USDT", "PEPE/USDT"]
+  + [f"{a}{b}{c}/USDT" for a in "KLMN" for b in "QRST" for c in "XYZ"]
+)
+
+
+@pytest.mark.parametrize(
+  ("asked", "hint"),
+  [
+    ("BTC/USDT", "BTC/USDT"),
+    ("BTC/USDX", "BTC/USDT"),  # the same base first
+    ("ETTH/USDT", "ETH/USDT"),  # an extra letter
+    ("SOLL/USDT", "SOL/USDT"),
+    ("DGOE/USDT", "DOGE/USDT"),  # two letters swapped
+    ("PEP/USDT", "PEPE/USDT"),  # a letter missing
+    ("WXYZ/USDT", None),  # nothing near
+  ],
+)
+def test_symbol_suggestions(asked: str, hint: str | None) -> None:
+  assert suggest_pair(asked, MARKETS) == hint
+
+
+def test_the_index_is_built_once_per_market_list() -> None:
+  assert symbol_index(MARKETS) is symbol_index(MARKETS)
+  assert symbol_index(frozenset(MARKETS)) is symbol_index(MARKETS)  # equal lists share it
+
+
+@pytest.mark.parametrize(
+  ("a", "b", "near"),
+  [
+    ("BTC", "BTC", True),
+    ("BTC", "BTX", True),
+    ("BTC", "BTCC", True),
+    ("BTC", "TBC", True),
+    ("BTC", "BT", True),
+    ("BTC", "XTX", False),
+    ("BTC", "CTB", False),
+    ("BTC", "BTCXX", False),
+  ],
+)
+def test_one_edit(a: str, b: str, near: bool) -> None:
+  assert one_edit(a, b) is near and one_edit(b, a) is near

@@ -1,10 +1,20 @@
-"""StreamSpec validation and parse_spec's readable errors."""
+"""StreamSpec validation, parse_spec's readable errors, and the caps on a user's spec."""
 
+import itertools
+import string
+import time
 from typing import Any
 
 import pytest
 
-from bond.compiler import parse_spec
+from bond.compiler import parse_spec, stream_id
+from bond.compiler.limits import (
+  FeedLimitError,
+  check_project_feeds,
+  spec_feed_count,
+)
+from bond.config import Settings
+from bond.connectors.x_stream import XStream, rule_for
 from bond.errors import SpecError
 from bond.schemas import CcxtSource, CustomSource, OnchainSource, StreamSpec, TwitterSource
 
@@ -176,3 +186,242 @@ def test_non_object(data: Any) -> None:
 def test_model_and_parse_spec_agree() -> None:
   data = _spec(sources=["ccxt.ticker", "x.tweets"], symbols=["eth"], exchanges=["okx"])
   assert parse_spec(data) == StreamSpec.model_validate(data)
+
+
+# ---------------------------------------------------------------------- caps (issue 13)
+
+TICKERS = ["".join(p) for p in itertools.product(string.ascii_uppercase, repeat=3)]
+
+
+def test_the_flood_of_the_issue_is_refused_quickly_naming_the_cap() -> None:
+  # ~12,000 three-letter symbols in one twitter source (a 54+ KB body in the issue).
+  flood = {"sources": [{"type": "twitter", "symbols": TICKERS[:12_000]}], "symbols": ["BTC"]}
+  started = time.perf_counter()
+  err = _error(flood)
+  assert time.perf_counter() - started < 0.1  # counted before any symbol is normalised
+  assert "sources.0.symbols: 12000 symbols; the limit is 20 (BOND_MAX_SYMBOLS)" in str(err)
+
+
+@pytest.mark.parametrize(
+  ("over", "needle"),
+  [
+    ({"symbols": TICKERS[:21]}, "symbols: 21 symbols; the limit is 20 (BOND_MAX_SYMBOLS)"),
+    ({"sources": ["ccxt"] * 9}, "sources: 9 sources; the limit is 8 (BOND_MAX_SOURCES)"),
+    (
+      {"exchanges": [f"ex{i}" for i in range(11)]},
+      "exchanges: 11 exchanges; the limit is 10 (BOND_MAX_EXCHANGES)",
+    ),
+    (
+      {"sources": [{"type": "ccxt", "symbols": TICKERS[:21]}]},
+      "sources.0.symbols: 21 symbols; the limit is 20 (BOND_MAX_SYMBOLS)",
+    ),
+    (
+      {"sources": [{"type": "ccxt", "exchanges": [f"ex{i}" for i in range(11)]}]},
+      "sources.0.exchanges: 11 exchanges; the limit is 10 (BOND_MAX_EXCHANGES)",
+    ),
+    (
+      {"sources": [{"type": "onchain", "event_types": ["tx"] * 6}]},
+      "sources.0.event_types: List should have at most 5 items",
+    ),
+    (
+      {"sources": [{"type": "custom", "url": "wss://f.example", "mapping": {"price": "a" * 300}}]},
+      "sources.0.mapping.price: String should have at most 256 characters",
+    ),
+    (
+      {
+        "sources": [
+          {
+            "type": "custom",
+            "url": "wss://f.example",
+            "mapping": {"filter": {f"k{i}": i for i in range(17)}},
+          }
+        ]
+      },
+      "sources.0.mapping.filter: Dictionary should have at most 16 items",
+    ),
+    (
+      {"sources": [{"type": "custom", "url": "wss://f.example/" + "a" * 2100}]},
+      "the limit is 2048",
+    ),
+    (
+      {"sources": [{"type": "ccxt", "exchanges": ["bin ance"]}]},
+      "'bin ance' is not a ccxt exchange id",
+    ),
+  ],
+)
+def test_every_list_is_capped_and_the_refusal_names_the_cap(
+  over: dict[str, Any], needle: str
+) -> None:
+  assert needle in str(_error(_spec(**over)))
+
+
+def test_caps_follow_the_settings() -> None:
+  tight = Settings(bond_max_symbols=2, bond_max_sources=1, bond_max_exchanges=1)
+  assert parse_spec(_spec(symbols=["BTC", "ETH"]), tight).symbols == ["BTC/USDT", "ETH/USDT"]
+  with pytest.raises(SpecError, match=r"the limit is 2 \(BOND_MAX_SYMBOLS\)"):
+    parse_spec(_spec(symbols=["BTC", "ETH", "SOL"]), tight)
+  with pytest.raises(SpecError, match=r"the limit is 1 \(BOND_MAX_SOURCES\)"):
+    parse_spec(_spec(sources=["ccxt", "twitter"]), tight)
+  with pytest.raises(SpecError, match=r"the limit is 1 \(BOND_MAX_EXCHANGES\)"):
+    parse_spec(_spec(exchanges=["binance", "okx"]), tight)
+  roomy = Settings(bond_max_symbols=30, bond_max_feeds_per_stream=1000)
+  assert len(parse_spec(_spec(symbols=TICKERS[:30]), roomy).symbols) == 30
+
+
+def test_settings_cannot_raise_a_cap_past_its_ceiling() -> None:
+  with pytest.raises(ValueError, match="bond_max_symbols"):
+    Settings(bond_max_symbols=201)
+
+
+def test_a_stored_spec_loads_whatever_todays_caps() -> None:
+  # Read back from the registry (no validation context): only the ceilings apply.
+  data = _spec(symbols=TICKERS[:30], exchanges=["binance", "okx"])
+  assert len(StreamSpec.model_validate(data).symbols) == 30
+  _error(data)  # while a user's spec of the same shape is refused
+
+
+def test_symbols_across_sources_are_capped_together() -> None:
+  data = {
+    "sources": [
+      {"type": "ccxt", "symbols": TICKERS[:15]},
+      {"type": "twitter", "symbols": TICKERS[15:30]},
+    ]
+  }
+  assert "symbols: 30 symbols across the sources; the limit is 20" in str(_error(data))
+
+
+def test_feeds_per_stream_are_capped() -> None:
+  # 20 pairs on 6 exchanges are 120 feeds, over the default 100.
+  data = _spec(
+    symbols=TICKERS[:20], exchanges=["binance", "okx", "bybit", "kraken", "gate", "mexc"]
+  )
+  message = str(_error(data))
+  assert "120 feeds" in message and "(BOND_MAX_FEEDS_PER_STREAM)" in message
+  # The default exchanges count too: 20 pairs on BOND_EXCHANGES' 3 are 60 feeds.
+  spec = parse_spec(_spec(symbols=TICKERS[:20]))
+  assert spec_feed_count(spec, ["binance", "okx", "bybit"]) == 60
+  with pytest.raises(SpecError, match="BOND_MAX_FEEDS_PER_STREAM"):
+    parse_spec(_spec(symbols=TICKERS[:20]), default_exchanges=[f"ex{i}" for i in range(6)])
+
+
+def test_feed_count_covers_every_source() -> None:
+  spec = parse_spec(
+    {
+      "sources": [
+        {"type": "ccxt", "exchanges": ["binance", "okx"]},
+        "twitter",
+        "onchain",
+        {"type": "custom", "url": "wss://a.example/ws"},
+      ],
+      "symbols": ["BTC", "ETH", "eth/usdc"],
+    }
+  )
+  # 3 pairs x 2 exchanges + 2 X bases (ETH once) + 1 chain + 1 custom URL.
+  assert spec_feed_count(spec, ["binance"]) == 6 + 2 + 1 + 1
+
+
+def test_feeds_per_project_count_shared_feeds_once() -> None:
+  settings = Settings(bond_max_feeds_per_project=7)
+  ex = ["binance"]
+  one = parse_spec(_spec(symbols=TICKERS[:4], sources=["ccxt", "twitter"]))  # 8 feeds
+  with pytest.raises(FeedLimitError) as info:
+    check_project_feeds(one, [], settings, ex)
+  assert info.value.code == "too_many_feeds" and "BOND_MAX_FEEDS_PER_PROJECT" in str(info.value)
+  first = parse_spec(_spec(symbols=TICKERS[:3]))  # 3 feeds
+  same_pairs = parse_spec(_spec(symbols=TICKERS[:3], interval_sec=60))  # the same 3 feeds
+  assert check_project_feeds(same_pairs, [first], settings, ex) == 3
+  more = parse_spec(_spec(symbols=TICKERS[3:8]))  # 5 new feeds: 8 in all
+  with pytest.raises(
+    FeedLimitError, match="already run 3 feeds and this one would bring them to 8"
+  ):
+    check_project_feeds(more, [first, same_pairs], settings, ex)
+  assert isinstance(FeedLimitError("x"), SpecError)  # the API answers it 422
+
+
+@pytest.mark.parametrize(
+  "symbol",
+  [
+    "BTC OR THE OR A",
+    "BTC)",
+    "(BTC",
+    "$BTC -is:retweet",
+    'BTC"',
+    "BTC\nETH",
+    "BTC OR",
+    "B" * 16,
+    "",
+    "BTC/USDT/X",
+    "BTC:ETH",
+  ],
+)
+def test_x_symbols_are_tickers_so_nothing_reaches_the_rule(symbol: str) -> None:
+  message = str(_error({"sources": [{"type": "twitter", "symbols": [symbol]}]}))
+  assert "sources.0.symbols" in message and "ticker" in message
+  with pytest.raises(ValueError):
+    rule_for(symbol)
+
+
+def test_x_rule_and_stream_take_only_tickers() -> None:
+  assert rule_for("BTC") == {"value": "$BTC OR #BTC", "tag": "bond:BTC"}
+  spec = parse_spec({"sources": [{"type": "twitter", "symbols": ["$btc", "eth/usdt", "#sol"]}]})
+  assert spec.sources[0].symbols == ["BTC", "ETH", "SOL"]  # type: ignore[union-attr]
+  stream = XStream(["BTC", "BTC OR THE OR A", "eth", "x y"], mode="mock")
+  assert stream.bases == ["BTC", "ETH"]
+
+
+def _nested(depth: int) -> dict[str, Any]:
+  root: dict[str, Any] = {}
+  node = root
+  for _ in range(depth - 1):
+    node["a"] = {}
+    node = node["a"]
+  return root
+
+
+def _custom(subscribe: Any) -> dict[str, Any]:
+  return {"sources": [{"type": "custom", "url": "wss://f.example/ws", "subscribe": subscribe}]}
+
+
+@pytest.mark.parametrize("depth", [9, 300, 5000])
+def test_a_deep_subscribe_is_a_spec_error_not_a_crash(depth: int) -> None:
+  message = str(_error(_custom(_nested(depth))))
+  assert "sources.0.subscribe: nested deeper than 8 levels" in message
+  assert "BOND_MAX_SUBSCRIBE_DEPTH" in message
+
+
+def test_a_subscribe_at_the_depth_cap_gets_a_stream_id() -> None:
+  spec = parse_spec(_custom({"op": "sub", "args": [_nested(6)]}))  # 8 levels with the list
+  assert len(stream_id(spec)) == 16
+
+
+def test_a_deep_list_subscribe_is_refused_too() -> None:
+  deep: Any = "x"
+  for _ in range(50):
+    deep = [deep]
+  assert "BOND_MAX_SUBSCRIBE_DEPTH" in str(_error(_custom({"args": deep})))
+
+
+def test_a_big_subscribe_is_refused_naming_the_cap() -> None:
+  message = str(_error(_custom({"args": ["x" * 5000]})))
+  assert "bytes as JSON; the limit is 4096 (BOND_MAX_SUBSCRIBE_BYTES)" in message
+  assert "BOND_MAX_SUBSCRIBE_BYTES" in str(_error(_custom({"args": list(range(2000))})))
+
+
+def test_a_subscribe_that_is_not_json_is_refused() -> None:
+  assert "JSON object" in str(_error(_custom({"n": float("nan")})))
+
+
+@pytest.mark.parametrize(
+  "data",
+  [
+    {"sources": ["ccxt"], "symbols": ["A" * 60_000]},
+    {"sources": [{"type": "twitter", "symbols": ["B" * 60_000]}]},
+    {"sources": [{"type": "ccxt", "exchanges": ["c" * 60_000]}], "symbols": ["BTC"]},
+    {"sources": [{"type": "d" * 60_000}], "symbols": ["BTC"]},
+    {"sources": ["e" * 60_000], "symbols": ["BTC"]},
+    {"sources": [{"type": "custom", "url": "ws://" + "f" * 60_000}]},
+    {"sources": [{"type": "bloomberg"}] * 10_000, "symbols": ["BTC"]},
+  ],
+)
+def test_refusals_do_not_echo_a_huge_input(data: dict[str, Any]) -> None:
+  assert len(str(_error(data))) < 1000

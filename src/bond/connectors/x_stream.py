@@ -20,7 +20,7 @@ from bond.config import Settings, get_settings
 from bond.connectors.backoff import Backoff
 from bond.connectors.base import Connector, now_ms
 from bond.errors import UpstreamError
-from bond.schemas import Tweet, base_asset
+from bond.schemas import Tweet, ticker
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,29 @@ class XHttpError(UpstreamError):
 
 
 def rule_for(base: str) -> dict[str, str]:
-  """Return the filtered-stream rule for one base asset."""
-  return {"value": f"${base} OR #{base}", "tag": f"{RULE_TAG}{base}"}
+  """Return the filtered-stream rule for one base asset; raise ValueError if not a ticker.
+
+  The base is re-checked here (letters and digits only), so whatever reaches this function
+  cannot add operators, quotes or groups to the rule: `BTC OR THE` is refused, not sent.
+  """
+  checked = ticker(base)
+  if checked != base:
+    raise ValueError(f"rule_for takes a normalised base asset like BTC, not {base[:40]!r}")
+  return {"value": f"${checked} OR #{checked}", "tag": f"{RULE_TAG}{checked}"}
+
+
+def _tickers(symbols: list[str]) -> list[str]:
+  """Return the distinct checked bases of `symbols`, skipping (and logging) any other."""
+  bases: list[str] = []
+  for symbol in symbols:
+    try:
+      base = ticker(symbol)
+    except ValueError as exc:
+      log.warning("X stream ignores symbol %r: %s", str(symbol)[:40], exc)
+      continue
+    if base not in bases:
+      bases.append(base)
+  return bases
 
 
 def _parse_time(text: str | None) -> int:
@@ -126,7 +147,7 @@ class XStream(Connector):
   ) -> None:
     super().__init__(heartbeat_sec=heartbeat_sec)
     self.settings = settings or get_settings()
-    self.bases = list(dict.fromkeys(base_asset(s) for s in symbols))
+    self.bases = _tickers(symbols)
     self.bearer = bearer if bearer is not None else self.settings.x_bearer
     self.mode = mode or ("real" if self.bearer else "mock")
     self.api_url = (api_url or self.settings.x_api_url).rstrip("/")

@@ -1,0 +1,277 @@
+"""One left-to-right pass over a sentence's tokens, collecting what it asks for."""
+
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from bond.compiler.lexer import _asset_of, _pair_of, _Tok
+from bond.compiler.lexicon import (
+  _ADJECTIVE_UNITS,
+  _AMBIGUOUS_ASSETS,
+  _ASSETS,
+  _CCXT_WORDS,
+  _CHAIN_FOLLOWERS,
+  _CONNECTORS,
+  _DESCRIPTIVE_FOLLOWERS,
+  _EVERY,
+  _FILLER,
+  _INTERVAL_WORDS,
+  _LIQUIDATION_WORDS,
+  _MULTIWORD_ASSETS,
+  _NOT_TICKERS,
+  _NUMBER_WORDS,
+  _ONCHAIN_WORDS,
+  _QUOTE_LINKS,
+  _QUOTES,
+  _SOURCE_WORDS,
+  _TWITTER_WORDS,
+  _UNITS,
+)
+
+
+@dataclass
+class _Interval:
+  seconds: Decimal
+  written: str
+  explicit: bool
+
+
+@dataclass
+class _Found:
+  bases: list[str] = field(default_factory=list)
+  quotes: list[str | None] = field(default_factory=list)
+  ccxt: bool = False
+  liquidations: bool = False
+  twitter: bool = False
+  onchain: bool = False
+  event_types: set[str] = field(default_factory=set)
+  chain_named: bool = False
+  exchanges: list[str] = field(default_factory=list)
+  urls: list[str] = field(default_factory=list)
+  intervals: list[_Interval] = field(default_factory=list)
+  unknown: list[str] = field(default_factory=list)
+  malformed: list[tuple[str, str]] = field(default_factory=list)  # (word, why)
+
+
+class _Scanner:
+  """One left-to-right pass over the tokens, collecting what the sentence asks for."""
+
+  def __init__(self, toks: list[_Tok], exchange_words: dict[str, str]) -> None:
+    self.toks = toks
+    self.exchange_words = exchange_words
+    self.found = _Found()
+    self.symbol_at: set[int] = set()  # token indexes read as symbols
+    self.unquoted: list[int] = []  # indexes into found.bases still on the default quote
+    self._ahead: dict[int, bool] = {}  # token index -> does the list after it reach a symbol
+
+  def run(self) -> _Found:
+    i = 0
+    while i < len(self.toks):
+      i = self._step(i)
+    return self.found
+
+  # -------------------------------------------------------------- helpers
+
+  def _tok(self, i: int) -> _Tok | None:
+    return self.toks[i] if 0 <= i < len(self.toks) else None
+
+  def _low(self, i: int) -> str:
+    tok = self._tok(i)
+    return tok.low if tok is not None and tok.kind in ("word", "sep") else ""
+
+  def _add_symbol(self, i: int, base: str, quote: str | None = None) -> None:
+    self.found.bases.append(base)
+    self.found.quotes.append(quote)
+    if quote is None:
+      self.unquoted.append(len(self.found.bases) - 1)
+    self.symbol_at.add(i)
+
+  def _is_symbol_word(self, i: int) -> bool:
+    tok = self._tok(i)
+    if tok is None or tok.kind != "word":
+      return False
+    return (
+      tok.low in _ASSETS
+      or _pair_of(tok) is not None
+      or (
+        tok.text.isupper()
+        and tok.low not in _SOURCE_WORDS
+        and _asset_of(tok.text, allow_unknown=True) is not None
+      )
+    )
+
+  def _ambiguous(self, i: int, tok: _Tok) -> bool:
+    """Return whether an English-looking ticker (near, link, dot) is meant as a symbol."""
+    if tok.prefixed or tok.possessive or (tok.text.isupper() and len(tok.text) > 1):
+      return True
+    if self._low(i + 1) in _SOURCE_WORDS:
+      return True
+    if self._low(i - 1) in _CONNECTORS and (i - 2) in self.symbol_at:
+      return True
+    return self._list_ahead(i)
+
+  def _list_ahead(self, i: int) -> bool:
+    """Return whether the list after token i ("dot, link & uni trades") reaches a symbol.
+
+    The answer at i is the answer at the next item of the list, so each answer is kept:
+    a sentence of 300 "dot," costs one walk, not 300 (it was quadratic).
+    """
+    walked: list[int] = []
+    j = i
+    while True:
+      if j in self._ahead:
+        result = self._ahead[j]
+        break
+      walked.append(j)
+      if self._low(j + 1) not in _CONNECTORS:
+        result = False
+        break
+      j += 2
+      if self._is_symbol_word(j):
+        result = True
+        break
+      if self._low(j) not in _AMBIGUOUS_ASSETS:
+        result = False
+        break
+      if self._low(j + 1) in _SOURCE_WORDS:
+        result = True
+        break
+    for k in walked:
+      self._ahead[k] = result
+    return result
+
+  def _interval(self, seconds: Decimal, written: str, explicit: bool, after: int) -> None:
+    if not explicit and self._low(after) in _DESCRIPTIVE_FOLLOWERS:
+      return
+    self.found.intervals.append(_Interval(seconds, written, explicit))
+
+  # -------------------------------------------------------------- one token
+
+  def _step(self, i: int) -> int:
+    tok = self.toks[i]
+    if tok.kind == "url":
+      self.found.urls.append(tok.text)
+      return i + 1
+    if tok.kind == "num":
+      return self._number(i, tok)
+    if tok.kind == "sep":
+      return i + 1
+    if tok.kind == "other":
+      self.found.unknown.append(tok.text)
+      return i + 1
+    return self._word(i, tok)
+
+  def _number(self, i: int, tok: _Tok) -> int:
+    explicit = self._low(i - 1) in _EVERY
+    unit = tok.unit
+    nxt = i + 1
+    written = tok.text + (unit or "")
+    if unit is None and self._low(i + 1) in _UNITS:
+      unit = self.toks[i + 1].text
+      nxt = i + 2
+      written = f"{tok.text} {unit}"
+    if unit is None:
+      if self._low(i - 1) not in _INTERVAL_WORDS:
+        self.found.malformed.append(
+          (tok.text, f"the number {tok.text} has no unit (write 5s, 10 seconds or 1m)")
+        )
+        return nxt
+      unit = "s"
+    try:
+      value = Decimal(tok.text)
+    except InvalidOperation:
+      self.found.malformed.append((tok.text, f"{tok.text!r} is not a number"))
+      return nxt
+    self._interval(value * _UNITS[unit.lower()], written, explicit, nxt)
+    return nxt
+
+  def _word(self, i: int, tok: _Tok) -> int:
+    low = tok.low
+    nxt_low = self._low(i + 1)
+    found = self.found
+
+    pair = (low, nxt_low)
+    if pair in _MULTIWORD_ASSETS:
+      self._add_symbol(i, _MULTIWORD_ASSETS[pair])
+      return i + 2
+    if pair == ("on", "chain"):
+      found.onchain = True
+      return i + 2
+    if pair == ("order", "book"):
+      found.ccxt = True
+      return i + 2
+
+    if low in _NUMBER_WORDS and nxt_low in _UNITS and len(nxt_low) > 1:
+      explicit = self._low(i - 1) in _EVERY
+      self._interval(
+        Decimal(_NUMBER_WORDS[low]) * _UNITS[nxt_low], f"{low} {nxt_low}", explicit, i + 2
+      )
+      return i + 2
+    if low in _EVERY and nxt_low in _UNITS and len(nxt_low) > 1:
+      self._interval(_UNITS[nxt_low], f"{low} {nxt_low}", True, i + 2)
+      return i + 2
+    if low in _ADJECTIVE_UNITS:
+      self._interval(Decimal(_ADJECTIVE_UNITS[low]), low, False, i + 1)
+      return i + 1
+
+    if low in self.exchange_words and not tok.prefixed:
+      name = self.exchange_words[low]
+      if name not in found.exchanges:
+        found.exchanges.append(name)
+      return i + 1
+    if low in _LIQUIDATION_WORDS:
+      found.ccxt = found.liquidations = True
+      return i + 1
+    if low in _CCXT_WORDS and not tok.prefixed:
+      found.ccxt = True
+      return i + 1
+    if low in _TWITTER_WORDS:
+      found.twitter = True
+      return i + 1
+    if low in _ONCHAIN_WORDS and not (tok.prefixed and tok.text.isupper()):
+      found.onchain = True
+      kind = _ONCHAIN_WORDS[low]
+      if kind is not None:
+        found.event_types.add(kind)
+      return i + 1
+
+    if low in _QUOTES and not tok.prefixed:
+      return self._quote(i, low)
+
+    if _ASSETS.get(low) == "SOL" and nxt_low in _CHAIN_FOLLOWERS and not tok.possessive:
+      # "solana activity", "SOL on-chain transfers": the chain, not a traded symbol.
+      found.chain_named = found.onchain = True
+      return i + 1
+    if low in _ASSETS:
+      self._add_symbol(i, _ASSETS[low])
+      return i + 1
+    if low in _AMBIGUOUS_ASSETS:
+      if self._ambiguous(i, tok):
+        self._add_symbol(i, _AMBIGUOUS_ASSETS[low])
+      else:
+        found.unknown.append(tok.text)  # reported only if the sentence fails
+      return i + 1
+    pair_parts = _pair_of(tok)
+    if pair_parts is not None:
+      self._add_symbol(i, *pair_parts)
+      return i + 1
+    if low in _FILLER or low in _UNITS:
+      return i + 1
+    loud = tok.prefixed or (tok.text.isupper() and len(tok.text) > 1)
+    if loud and tok.text.upper() not in _NOT_TICKERS:
+      base = _asset_of(tok.text, allow_unknown=True)
+      if base is not None:
+        self._add_symbol(i, base)
+        return i + 1
+    found.unknown.append(("$" if tok.prefixed else "") + tok.text)
+    return i + 1
+
+  def _quote(self, i: int, low: str) -> int:
+    # "BTC and ETH in USDC": re-quote the symbols still on the default quote.
+    prev = i - 1
+    if self._low(prev) in _QUOTE_LINKS:
+      prev -= 1
+    if (prev in self.symbol_at or self._low(i - 1) in _QUOTE_LINKS) and self.unquoted:
+      for k in self.unquoted:
+        self.found.quotes[k] = low.upper()
+      self.unquoted.clear()
+    return i + 1
