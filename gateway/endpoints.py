@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from bond import tokens, wire
 from bond.compiler import stream_id
+from bond.compiler.limits import check_project_feeds
 from bond.errors import InvalidRequestError, NotFoundError, UpstreamError
 from bond.gateway.auth import bearer_key, known_project, project_of
 from bond.gateway.errors import error_response, read_json_object
@@ -99,6 +100,9 @@ async def create_stream(request: Request) -> Response:
   if rec is not None and rec.owner == owner:
     return JSONResponse(_created(state, rec), 200)
   await check_symbols(spec, state.settings, state.markets, state.cpu)
+  # Feeds shared by the project's streams count once (BOND_MAX_FEEDS_PER_PROJECT).
+  others = [r.spec for r in state.registry.all() if r.owner == owner]
+  check_project_feeds(spec, others, state.settings)
   # The slot is a conditional write in Redis, so the limit holds across API replicas;
   # a create of the same stream under way elsewhere is awaited rather than repeated.
   if not await state.quota.reserve(owner, sid, _registered(state, owner)):

@@ -1,13 +1,13 @@
 """The symbols each exchange lists, cached for the REST API, and the symbol check of a spec."""
 
 import asyncio
-import difflib
 import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar
 
+from bond.compiler.suggest import suggest_pair
 from bond.config import Settings
 from bond.errors import BondError, SpecError, UpstreamError
 from bond.schemas import CcxtSource, StreamSpec
@@ -26,7 +26,8 @@ class Offload(Protocol):
 
 MARKETS_TTL_SEC = 300.0
 MARKETS_RETRY_SEC = 30.0
-MARKETS_TIMEOUT_SEC = 5.0
+MARKETS_TIMEOUT_SEC = 5.0  # the exchange's answer
+MARKETS_CEILING_SEC = 30.0  # the whole load, with the first (CPU-heavy) import of ccxt
 
 
 async def load_markets(exchange_id: str, settings: Settings) -> set[str]:
@@ -36,7 +37,9 @@ async def load_markets(exchange_id: str, settings: Settings) -> set[str]:
   from bond.connectors.markets import list_markets
 
   try:
-    return await list_markets(exchange_id, settings)
+    # Only the exchange's answer is timed: the import above takes longer on a busy machine.
+    async with asyncio.timeout(MARKETS_TIMEOUT_SEC):
+      return await list_markets(exchange_id, settings)
   except (ccxt.BaseError, BondError) as exc:
     raise UpstreamError(f"cannot list {exchange_id} markets: {exc}") from exc
 
@@ -50,7 +53,7 @@ class MarketCache:
     settings: Settings,
     ttl_sec: float = MARKETS_TTL_SEC,
     retry_sec: float = MARKETS_RETRY_SEC,
-    timeout_sec: float = MARKETS_TIMEOUT_SEC,
+    timeout_sec: float = MARKETS_CEILING_SEC,
   ) -> None:
     self._loader = loader
     self._settings = settings
@@ -124,10 +127,10 @@ async def check_symbols(
 
 
 def _hints(unlisted: Mapping[str, frozenset[str]]) -> dict[str, str]:
-  # difflib over thousands of markets is CPU work: it runs off the event loop (`offload`).
+  # The first lookup on a market list builds its index (tens of ms): off the event loop.
   found: dict[str, str] = {}
   for pair, known in unlisted.items():
-    close = difflib.get_close_matches(pair, sorted(known), n=1, cutoff=0.6)
+    close = suggest_pair(pair, known)
     if close:
-      found[pair] = close[0]
+      found[pair] = close
   return found

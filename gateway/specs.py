@@ -47,13 +47,13 @@ async def spec_from_body(request: Request, settings: Settings, cpu: CpuPool) -> 
       raise InvalidRequestError("natural_language must be a string (a sentence)")
     exchanges = settings.exchanges
     try:
-      spec = await cpu(lambda: compile_nl(text, exchanges=exchanges))
+      spec = await cpu(lambda: compile_nl(text, exchanges=exchanges, settings=settings))
     except TimeoutError:
       raise SpecError(
         f"the sentence took over {cpu.timeout_sec:g}s to compile (BOND_COMPILE_TIMEOUT_SEC); "
         "shorten it or send a spec"
       ) from None
   else:
-    spec = parse_spec(data["spec"])
+    spec = parse_spec(data["spec"], settings)
   check_exchanges(spec, settings.exchanges)
   return explicit(spec, settings.exchanges)
