@@ -5,7 +5,6 @@ publish to the per-source topics; AggregatedEvent is one closed window of one st
 StreamSpec is what a user asks for. All are plain JSON on the wire.
 """
 
-import ipaddress
 import json
 import re
 from typing import Annotated, Any, Literal
@@ -19,7 +18,7 @@ from pydantic import (
   model_validator,
 )
 
-from bond.netguard import AllowList, BlockedAddress, check_url
+from bond.netguard import BlockedAddress, check_url
 from bond.spec_limits import json_depth, limits_of
 
 QUOTE_DEFAULT = "USDT"
@@ -192,8 +191,13 @@ class TwitterSource(BaseModel):
 
   @field_validator("symbols")
   @classmethod
-  def _bases(cls, value: list[str] | None) -> list[str] | None:
-    return None if value is None else _dedupe([ticker(s) for s in value])
+  def _bases(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+    if value is None:
+      return None
+    # A user's symbols must be tickers; a stored stream loads as it was stored (XStream
+    # drops anything else before it builds a rule).
+    read = ticker if limits_of(info).intake else base_asset
+    return _dedupe([read(s) for s in value])
 
 
 class OnchainSource(BaseModel):
@@ -251,11 +255,15 @@ class CustomSource(BaseModel):
   @field_validator("url")
   @classmethod
   def _ws_url(cls, value: str, info: ValidationInfo) -> str:
-    # A user's spec: public addresses or BOND_CUSTOM_ALLOW; otherwise the syntax only
-    # (the connector checks every resolved address on each connect anyway).
-    allow = limits_of(info).custom_allow
+    # A user's spec: public addresses or BOND_CUSTOM_ALLOW. A stored stream loads as it
+    # was stored: the connector checks every resolved address on each connect anyway.
+    limits = limits_of(info)
+    if not limits.intake:
+      if not re.match(r"^wss?://[^\s/]+", value, re.I):
+        raise ValueError("url must be a ws:// or wss:// URL")
+      return value
     try:
-      check_url(value, allow if allow is not None else _ANY_ADDRESS)
+      check_url(value, limits.custom_allow)
     except BlockedAddress as exc:
       raise ValueError(exc.message) from None
     return value
@@ -291,8 +299,6 @@ class CustomSource(BaseModel):
     body = self.model_dump_json(include={"url", "mapping", "subscribe"})
     return "custom-" + hashlib.sha256(body.encode()).hexdigest()[:12]
 
-
-_ANY_ADDRESS = AllowList(networks=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")))
 
 Source = Annotated[
   CcxtSource | TwitterSource | OnchainSource | CustomSource, Field(discriminator="type")

@@ -6,7 +6,7 @@ context (a stored stream read back, a spec built in code) the ceilings apply: th
 values the settings accept, so a stream stored under today's caps always loads.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationInfo
@@ -30,9 +30,11 @@ class SpecLimits:
   """The caps a spec must fit, from the BOND_MAX_* settings.
 
   A spec from a user is validated with `context=spec_context(settings)` (parse_spec and
-  compile_nl do it): the operator's caps and the custom-feed address rule apply. Without a
-  context (a stored stream read back, a spec built in code) the ceilings apply: the highest
-  values the settings accept, so a stream stored under today's caps always loads.
+  compile_nl do it): `intake` is set, the operator's caps, the custom-feed address rule and
+  the ticker rule for X symbols apply. Without a context (a stored stream read back, a spec
+  built in code) only the ceilings apply (the highest values the settings accept) and the
+  rules of the time the stream was stored, so a stored stream always loads and can be
+  deleted; the connectors check addresses and X symbols again when they run.
   """
 
   max_symbols: int = 200
@@ -40,7 +42,8 @@ class SpecLimits:
   max_exchanges: int = 50
   max_subscribe_bytes: int = 65_536
   max_subscribe_depth: int = 32
-  custom_allow: AllowList | None = None  # None: the address is checked when connecting
+  custom_allow: AllowList = field(default_factory=AllowList)
+  intake: bool = False
 
   @classmethod
   def from_settings(cls, settings: "Settings") -> "SpecLimits":
@@ -52,6 +55,7 @@ class SpecLimits:
       max_subscribe_bytes=settings.bond_max_subscribe_bytes,
       max_subscribe_depth=settings.bond_max_subscribe_depth,
       custom_allow=AllowList.parse(settings.bond_custom_allow),
+      intake=True,
     )
 
   def cap(self, items: Any, name: str, what: str) -> None:

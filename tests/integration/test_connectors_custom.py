@@ -254,3 +254,54 @@ async def test_event_times_far_from_now_are_clamped(feed_peer_factory, offset_ms
   assert feed.stats["clamped"] >= 1
   normal = [e for e in customs(events) if e.payload.get("seq") != -1]
   assert normal and all(abs(e.ts - e.ts_ingest) < 60_000 for e in normal)
+
+
+@pytest.fixture
+async def host_peer() -> AsyncIterator[tuple[int, list[str]]]:
+  """Serve a JSON feed on 127.0.0.1 that records each handshake's Host header."""
+  hosts: list[str] = []
+
+  async def handler(ws: ServerConnection) -> None:
+    hosts.append(ws.request.headers["Host"] if ws.request else "")
+    stamp = int(time.time() * 1000)
+    while True:
+      msg = {"type": "trade", "data": {"s": "BTCUSDT", "p": "1", "q": "1", "T": stamp}}
+      await ws.send(json.dumps(msg))
+      await asyncio.sleep(0.02)
+
+  server = await serve(handler, "127.0.0.1", 0)
+  yield int(next(iter(server.sockets)).getsockname()[1]), hosts
+  server.close()
+  await server.wait_closed()
+
+
+async def test_the_feed_connects_to_the_address_it_checked(host_peer, monkeypatch):
+  # `rebind.test` exists in no DNS: only the resolver the connector consults (stood in for
+  # here, as no DNS server is at hand) knows it. The connection must go to the address that
+  # lookup gave and that was checked, with no second lookup a rebinding DNS could answer
+  # differently (asyncio's create_connection would call the same loop.getaddrinfo).
+  port, hosts = host_peer
+  loop = asyncio.get_running_loop()
+  real = loop.getaddrinfo
+  asked: list[str] = []
+
+  def resolving_to(address: str) -> Callable[..., Awaitable[Any]]:
+    async def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+      asked.append(str(host))
+      return await real(address, *args, **kwargs)
+
+    return resolve
+
+  url = f"ws://rebind.test:{port}/feed"
+  monkeypatch.setattr(loop, "getaddrinfo", resolving_to("127.0.0.1"))
+  feed = CustomWsFeed(url, mapping=MAPPING, source="rebind", backoff=FAST, settings=LOCAL)
+  async with feed:
+    await collect(feed, lambda ev: len(customs(ev)) >= 3)
+  assert asked == ["rebind.test"] and feed.stats["connects"] == 1  # one lookup per connect
+  assert hosts == [f"rebind.test:{port}"]  # the URL's Host header, kept
+
+  monkeypatch.setattr(loop, "getaddrinfo", resolving_to("127.0.0.2"))  # not allowed
+  blocked = CustomWsFeed(url, mapping=MAPPING, source="rebind", backoff=FAST, settings=LOCAL)
+  async with blocked:
+    await until(lambda: blocked.stats["refused"] >= 2)
+  assert hosts == [f"rebind.test:{port}"] and blocked.stats["connects"] == 0

@@ -278,6 +278,14 @@ def test_a_stored_spec_loads_whatever_todays_caps() -> None:
   data = _spec(symbols=TICKERS[:30], exchanges=["binance", "okx"])
   assert len(StreamSpec.model_validate(data).symbols) == 30
   _error(data)  # while a user's spec of the same shape is refused
+  # Stored before X symbols were checked: it loads (and can be deleted); XStream drops it.
+  old = {
+    "sources": [{"type": "twitter", "symbols": ["BTC OR THE OR A", "eth"]}],
+    "symbols": ["ETH"],
+  }
+  assert StreamSpec.model_validate(old).sources[0].symbols == ["BTC OR THE OR A", "ETH"]  # type: ignore[union-attr]
+  assert XStream(["BTC OR THE OR A", "ETH"], mode="mock").bases == ["ETH"]
+  _error(old)
 
 
 def test_symbols_across_sources_are_capped_together() -> None:
