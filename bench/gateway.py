@@ -701,12 +701,11 @@ class Deployment:
     """Delete this deployment's topics and Redis keys (best effort, bounded)."""
     import redis.asyncio as aioredis
 
-    from bond.wire import metrics_key
-    from bond.wire import stream_key as ring_key
+    from bond.wire import metrics_key, stream_key
 
     client = aioredis.from_url(self.redis_url, socket_timeout=5)
     try:
-      keys = [k for s in self.sids for k in (ring_key(s), metrics_key(s))]
+      keys = [k for s in self.sids for k in (stream_key(s), metrics_key(s))]
       if keys:
         await asyncio.wait_for(client.delete(*keys), 10)
     except Exception as err:
@@ -1069,16 +1068,16 @@ async def _replay_once(
   """Fill the ring with `windows` windows inside now-60s, connect, time the replay."""
   from websockets.asyncio.client import connect
 
-  from bond.wire import stream_key as ring_key
+  from bond.wire import stream_key
 
   frames.next_seq = int(time.time() * 1000) - 100 - (windows - 1) * STEP_MS
   pipe = redis.pipeline(transaction=False)
-  pipe.delete(ring_key(sid))
+  pipe.delete(stream_key(sid))
   seqs = []
   for _ in range(windows):
     seq, frame = frames.make()
     seqs.append(seq)
-    pipe.xadd(ring_key(sid), {"e": frame}, id=f"{seq}-0")
+    pipe.xadd(stream_key(sid), {"e": frame}, id=f"{seq}-0")
   await asyncio.wait_for(pipe.execute(), 10)
   t0 = time.perf_counter()
   async with connect(
