@@ -56,6 +56,7 @@ class SimExchange:
     self.ticker_interval_sec = ticker_interval_sec
     self.liquidation_ratio = liquidation_ratio
     self.volatility = volatility
+    self.max_client_queue = max_client_queue
     self.rng = random.Random(seed)
     bases = [s.upper().split("/")[0] for s in symbols] if symbols else list(START_PRICES)
     self.markets: dict[str, Market] = {}
