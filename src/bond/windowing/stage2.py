@@ -156,6 +156,7 @@ class Stage2:
     self.owned: frozenset[int] = frozenset()
     self.defs: dict[str, StreamDef] = {}  # the streams of the owned partitions
     self._all_defs: Mapping[str, StreamDef] = {}
+    self._defs_known = False
     self._users: dict[TrackId, list[str]] = {}  # streams using each feed, per partition
     self._tracks: dict[TrackId, FeedTrack] = {}
     self._streams: dict[str, StreamState] = {}
@@ -232,11 +233,16 @@ class Stage2:
       self._track(tid).panes[pane_start] = pane
     log.info("stage 2 owns partitions %s: %d streams, %d feed tracks, %d panes restored",
              sorted(self.owned), len(self._streams), len(self._tracks), len(panes))  # fmt: skip
-    self.set_streams(self._all_defs, restored=True)
+    if self._defs_known:
+      self.set_streams(self._all_defs, restored=True)
 
   def set_streams(self, defs: Mapping[str, StreamDef], restored: bool = False) -> None:
-    """Follow the stream registry: every stream that exists, by id."""
+    """Follow the stream registry: every stream that exists, by id.
+
+    State of streams not in `defs` is deleted, so call it only once the registry is loaded.
+    """
     self._all_defs = defs
+    self._defs_known = True
     old = self.defs
     self.defs = {sid: d for sid, d in defs.items() if d.partition in self.owned}
     gone = [sid for sid in (old.keys() | self._streams.keys()) if sid not in defs]
