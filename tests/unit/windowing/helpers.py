@@ -66,8 +66,17 @@ def make_stage2(
   return st2, out, store
 
 
-def trade(ts: int, price: float, amount: float, ex: str = "ex", sym: str = "BTC/USDT") -> dict[str, Any]:
-  return {"exchange": ex, "symbol": sym, "kind": "trade", "ts": ts, "price": price, "amount": amount}
+def trade(
+  ts: int, price: float, amount: float, ex: str = "ex", sym: str = "BTC/USDT"
+) -> dict[str, Any]:
+  return {
+    "exchange": ex,
+    "symbol": sym,
+    "kind": "trade",
+    "ts": ts,
+    "price": price,
+    "amount": amount,
+  }
 
 
 def heartbeat(ts: int, ex: str = "ex", sym: str = "BTC/USDT") -> dict[str, Any]:
@@ -105,7 +114,7 @@ class Pipeline:
 
     st = self.states.setdefault(key, KeyState())
     # Live data: each event reaches the worker at its own time (the clock never goes back).
-    self.clock.now_ms = max(self.clock.now_ms, *(int(ev["ts"]) for ev in events))
+    self.clock.now_ms = max([self.clock.now_ms, *(int(ev["ts"]) for ev in events)])
     for ev in events:
       self.raw_offset += 1
       self.stage1.apply(st, source, key, self.raw_offset, ev)

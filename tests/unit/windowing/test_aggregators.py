@@ -139,8 +139,12 @@ def test_pane_record_roundtrips_and_refuses_other_versions():
 
 def test_window_says_whether_it_is_complete_and_which_feeds_it_lacks():
   spec = StreamSpec.model_validate(
-    {"sources": ["ccxt", "twitter"], "symbols": ["BTC/USDT", "ETH/USDT"], "interval_sec": 2,
-     "exchanges": ["a"]}  # fmt: skip
+    {
+      "sources": ["ccxt", "twitter"],
+      "symbols": ["BTC/USDT", "ETH/USDT"],
+      "interval_sec": 2,
+      "exchanges": ["a"],
+    }  # fmt: skip
   )
   feeds = feeds_for(spec, ["a"])
   btc, eth_tw = Pane(), Pane()

@@ -71,7 +71,12 @@ def test_backfill_from_before_the_stream_is_not_late_but_a_pane_after_its_window
   p.raw("ccxt", "BTC/USDT", *[trade(T0 - 60_000 + i * 100, 1.0, 1.0) for i in range(600)])
   p.live("BTC/USDT", first + 3000)
   assert p.out.counts["s1"]["late"] == 0
-  assert [w["seq"] for w in p.out.windows["s1"]] == [first, first + 1000, first + 2000, first + 3000]
+  assert [w["seq"] for w in p.out.windows["s1"]] == [
+    first,
+    first + 1000,
+    first + 2000,
+    first + 3000,
+  ]
   assert p.stage2.stats["backfill_ignored"] >= 500
   # A stream whose feed is silent: its window goes out at the lateness; a trade for it
   # arriving after that is late.
@@ -80,7 +85,12 @@ def test_backfill_from_before_the_stream_is_not_late_but_a_pane_after_its_window
   s2_first = p.stage2._streams["s2"].next_end_ms
   p.live("BTC/USDT", s2_first + 1000)
   assert [w["complete"] for w in p.out.windows["s2"]] == [False]
-  p.raw("ccxt", "BTC/USDT", trade(s2_first - 500, 1.0, 1.0, ex="ex2"), heartbeat(s2_first + 1000, ex="ex2"))
+  p.raw(
+    "ccxt",
+    "BTC/USDT",
+    trade(s2_first - 500, 1.0, 1.0, ex="ex2"),
+    heartbeat(s2_first + 1000, ex="ex2"),
+  )
   assert p.out.counts["s2"]["late"] == 1
 
 
