@@ -38,8 +38,13 @@ def t(ts, price, amount=1.0, kind="trade"):
 def test_ohlc_takes_trades_in_time_order_and_later_of_equal_times_as_close():
   agg = Ohlc()
   state = run(agg, [t(20, 5.0), t(10, 7.0), t(30, 1.0), t(30, 3.0), t(5, None)])
-  assert agg.result(state, SPEC) == {"price_avg": 4.0, "price_open": 7.0, "price_high": 7.0,
-                                     "price_low": 1.0, "price_close": 3.0}  # fmt: skip
+  assert agg.result(state, SPEC) == {
+    "price_avg": 4.0,
+    "price_open": 7.0,
+    "price_high": 7.0,
+    "price_low": 1.0,
+    "price_close": 3.0,
+  }
   assert agg.result(roundtrip(agg, state), SPEC) == agg.result(state, SPEC)
 
 
@@ -119,8 +124,18 @@ def test_registry_refuses_a_second_statistic_of_a_name_or_field():
 
 def test_builtin_fields_are_in_aggregated_event_order():
   names = [f.name for agg in REGISTRY for f in agg.fields]
-  assert names[:10] == ["price_avg", "price_open", "price_high", "price_low", "price_close",
-                        "vwap", "volume_sum", "trades", "tweets", "liquidations"]  # fmt: skip
+  assert names[:10] == [
+    "price_avg",
+    "price_open",
+    "price_high",
+    "price_low",
+    "price_close",
+    "vwap",
+    "volume_sum",
+    "trades",
+    "tweets",
+    "liquidations",
+  ]
   assert names[10:12] == ["onchain", "custom_count"]
 
 
@@ -144,7 +159,7 @@ def test_window_says_whether_it_is_complete_and_which_feeds_it_lacks():
       "symbols": ["BTC/USDT", "ETH/USDT"],
       "interval_sec": 2,
       "exchanges": ["a"],
-    }  # fmt: skip
+    }
   )
   feeds = feeds_for(spec, ["a"])
   btc, eth_tw = Pane(), Pane()

@@ -36,57 +36,57 @@ ROWS = [
     1500,
     "R7 feeds alive -> R7 idleness",
     feed_seen=[-300, 500],
-  ),  # fmt: skip
+  ),
   Row(
     "feed alive but far behind (a pane every second)",
     30_000,
     "R7 feeds alive -> R4 max wait",
     feed_seen=list(range(-5000, 60_000, 1000)),
-  ),  # fmt: skip
+  ),
   Row(
     "worker kill -9 and restart (state restored)",
     12_000 + 15_000,
     "R3 recovery grace -> R7 idleness",
     settled_at=12_000,
-  ),  # fmt: skip
+  ),
   Row(
     "restart: a brand-new stream does not wait for the grace",
     13_000,
     "R7 feeds alive -> R7 idleness",
     settled_at=12_000,
     history=False,
-  ),  # fmt: skip
+  ),
   Row(
     "second worker joining (rebalance 2 s)",
     3_000 + 15_000,
     "R3 recovery grace -> R7 idleness",
     unsettled=(1_000, 3_000),
-  ),  # fmt: skip
+  ),
   Row(
     "one of two workers leaving (rebalance 8 s)",
     9_000 + 15_000,
     "R3 recovery grace -> R7 idleness",
     unsettled=(1_000, 9_000),
-  ),  # fmt: skip
+  ),
   Row(
     "Kafka outage 20 s: input stalls, then the backlogs get a resume grace",
     20_000 + 5_000,
     "R6 resume grace -> R7 idleness",
     input_gap=(-500, 20_000),
-  ),  # fmt: skip
+  ),
   Row(
     "Kafka outage 40 s: the max wait bounds the stall",
     30_000,
     "R5 input stalled -> R4 max wait",
     input_gap=(-500, 40_000),
-  ),  # fmt: skip
+  ),
   Row(
     "Kafka outage then the feed alive behind: max wait counts from the resume",
     12_000 + 30_000,
     "R7 feeds alive -> R4 max wait",
     input_gap=(-500, 12_000),
     feed_seen=[*range(-5000, 0, 1000), *range(12_000, 60_000, 1000)],
-  ),  # fmt: skip
+  ),
 ]
 
 

@@ -27,7 +27,7 @@ def ccxt_events(draw, start_ms: int = 0, span_ms: int = 10_000, max_size: int = 
       "price": draw(st.one_of(st.none(), prices) if i % 7 == 3 else prices),
       "amount": draw(amounts),
       "sim": draw(st.booleans()),
-    }  # fmt: skip
+    }
     for i, ts in enumerate(times)
   ]
 
@@ -68,8 +68,10 @@ def test_windows_composed_from_panes_equal_a_recomputation_from_raw_events(inter
   ]
   defs = [stream(f"s{i}", spec, created_ms=T0 - 10_000) for i, spec in enumerate(specs)]
   p = Pipeline(clock, defs, lateness_ms=10**8)  # complete windows only: no deadline passes
-  raw = {"a": [dict(e, exchange="a", symbol="BTC/USDT") for e in ev_a],
-         "b": [dict(e, exchange="b", symbol="BTC/USDT") for e in ev_b]}  # fmt: skip
+  raw = {
+    "a": [dict(e, exchange="a", symbol="BTC/USDT") for e in ev_a],
+    "b": [dict(e, exchange="b", symbol="BTC/USDT") for e in ev_b],
+  }
   # A feed delivers in time order (stage 1 counts an event older than a closed pane late).
   p.raw("ccxt", "BTC/USDT", *sorted([*raw["a"], *raw["b"]], key=lambda e: e["ts"]))
   for ex in ("a", "b"):
