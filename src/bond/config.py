@@ -1,4 +1,4 @@
-"""One Settings object holding every environment variable of DESIGN.md."""
+"""One Settings object holding every environment variable Bond reads (see ARCHITECTURE.md)."""
 
 from functools import lru_cache
 from typing import Literal
@@ -48,6 +48,10 @@ class Settings(BaseSettings):
   grpc_endpoint: str = "chi1.cracknode.com:10000"
   grpc_x_token: str | None = None
   bond_home: str = ".bond"
+  # The worker: its Faust application id (consumer group, changelog topic prefix) and
+  # whether it runs the feeds (off: it only aggregates what others publish; tests, benches).
+  bond_app_id: str = "bond"
+  bond_feeds: bool = True
 
   @field_validator("bond_exchanges")
   @classmethod

@@ -169,7 +169,7 @@ class Stage2:
     self._evict: set[TrackId] = set()
     self._deleted: list[bytes] = []
     self.stats: dict[str, int] = {"panes_in": 0, "replayed": 0, "windows": 0, "incomplete": 0,
-                                  "late": 0, "backfill_ignored": 0}  # fmt: skip
+                                  "late": 0, "backfill_ignored": 0, "not_owned": 0}  # fmt: skip
 
   # ------------------------------------------------------------------ store keys
 
@@ -298,6 +298,7 @@ class Stage2:
     now_ms = self.clock()
     for partition, offset, rec in records:
       if partition not in self.owned:
+        self.stats["not_owned"] += 1
         continue
       if rec.progress_ms is not None:
         self.policy.input_seen(now_ms)  # any closed pane: this worker's input flows
