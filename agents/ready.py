@@ -48,6 +48,8 @@ async def stats_page(web, request) -> Response:  # type: ignore[no-untyped-def]
   body = {
     "stage1": reader.counters(),
     "stage2": driver.core.stats,
+    "stage2_partitions": sorted(driver.owned or ()),
+    "stage2_streams": len(driver.core.defs),
     "raw_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in reader.assigned),
     "sink": sink.stats,
     "feeds": {"running": sorted(runner.running), **runner.stats},
