@@ -214,7 +214,7 @@ class Recount:
   def holds(self, trades: int, volume: float) -> bool:
     """Whether a window with these values has every on-time trade and nothing not raw.
 
-    DESIGN.md: a window goes out once its lateness has passed; trades a feed received
+    ARCHITECTURE.md: a window goes out once its lateness has passed; trades a feed received
     later (backfilled after a reconnect) are counted late, not merged. So a window must
     hold every trade received by its end plus the lateness, and may hold later ones the
     worker waited for, but nothing the raw topic does not have.
