@@ -680,7 +680,7 @@ async def run_chaos(cfg: Config, home: Path, results_path: Path | None = None) -
     # Failures: a window lost or duplicated, a client's copy differing from the stream's own
     # Kafka/Redis copy, a trade published twice to the raw topic. Data gaps are reported,
     # not failed: windows short of trades that reached the worker after the window's
-    # deadline (counted in `late`, as DESIGN.md's lateness rule says), split by whether the
+    # deadline (counted in `late`, as ARCHITECTURE.md's lateness rule says), split by whether the
     # feed itself got them late (backfilled after a reconnect) or on time (the worker was
     # behind: a fault's backlog on two shared cores); empty windows; trades never ingested.
     bad_values = sum(r["mismatch"] + r["not_in_kafka"] for r in rows) + checked["redis_mismatch"]
