@@ -76,7 +76,11 @@ class WindowDriver:
 
   def owns(self, stream_id: str) -> bool:
     """Return whether this worker owns the stream now (its bond.panes partition)."""
-    return self.owned is not None and partition_for(stream_id, PANES.partitions) in self.owned
+    if self.owned is None:
+      return False
+    d = state.stream_defs().get(stream_id)  # its partition, computed once per registry change
+    part = d.partition if d is not None else partition_for(stream_id, PANES.partitions)
+    return part in self.owned
 
   async def on_batch(self, messages: list[Any]) -> None:
     """Apply a batch of bond.panes messages (once ownership is known: none is dropped)."""
