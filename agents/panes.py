@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 PANE_MS = settings.bond_pane_ms
 PARTIAL_CHECK_MS = 100
+STATE_FLUSH_MS = 200
 POSITION_VERSION = 1
 
 panes_topic = app.topic(
@@ -84,6 +85,10 @@ class RawReader:
       for p in range(spec.partitions)
     }
     self._task: asyncio.Task[None] | None = None
+    # Key states and read positions changed since the last write to the table.
+    self._pending: dict[tuple[str, str], KeyState] = {}
+    self._positions: dict[tuple[str, int], int] = {}
+    self._flushed_ms = 0
 
   def counters(self) -> dict[str, int]:
     """Return stage 1's counters (the core's and the adapter's)."""
@@ -101,6 +106,9 @@ class RawReader:
     return out
 
   def _state(self, source: str, key: str) -> KeyState:
+    pending = self._pending.get((source, key))
+    if pending is not None:
+      return pending
     data = TABLES[source].get(key.encode())
     if data is None:
       return KeyState()
@@ -151,12 +159,14 @@ class RawReader:
       while True:
         if not settled():
           if self.assigned:
+            self._discard_state()
             self.consumer.assign([])
             self.assigned = set()
           await asyncio.sleep(0.05)
           continue
         wanted = self.wanted()
         if wanted != self.assigned:
+          self._discard_state()
           await self._reassign(wanted)
         if not self.assigned:
           await asyncio.sleep(0.1)
@@ -164,6 +174,7 @@ class RawReader:
         batches = await self.consumer.getmany(timeout_ms=20, max_records=20_000)
         for tp, records in batches.items():
           await self._process(self.sources[tp.topic], tp.partition, records)
+        self._flush_state()
         await self._send_partials()
     finally:
       await self.consumer.stop()
@@ -190,7 +201,6 @@ class RawReader:
     return len(futures)
 
   async def _process(self, source: str, partition: int, records: list[Any]) -> None:
-    table = TABLES[source]
     stats = self.core.stats
     stats["first_batch_ms"] = stats.get("first_batch_ms") or now_ms()
     started = time.perf_counter()
@@ -199,7 +209,7 @@ class RawReader:
       key = msg.key.decode() if msg.key is not None else ""
       st = dirty.get(key)
       if st is None:
-        st = dirty[key] = self._state(source, key)
+        st = dirty[key] = self._pending.get((source, key)) or self._state(source, key)
       try:
         self.core.apply(st, source, key, msg.offset, json.loads(msg.value))
       except (ValueError, KeyError, TypeError) as err:
@@ -211,13 +221,38 @@ class RawReader:
     busy = time.perf_counter() - started  # sending yields to other tasks: not counted
     # The panes must be in Kafka before the state that says they were sent.
     self.stats["panes_out"] += await self._send(sends)
-    started = time.perf_counter()
     for key, st in dirty.items():
-      table[key.encode()] = st.to_wire()
-    table[self.pos_keys[(source, partition)]] = {"v": POSITION_VERSION, "pos": records[-1].offset}
+      self._pending[(source, key)] = st
+    self._positions[(source, partition)] = records[-1].offset
     stats["last_batch_ms"] = now_ms()
-    busy += time.perf_counter() - started  # waiting for the pane acks is not stage 1's work
     stats["busy_us"] = stats.get("busy_us", 0) + int(busy * 1e6)
+
+  def _discard_state(self) -> None:
+    """Forget what was not written yet: partitions may be moving, so nothing is written now.
+
+    Every partition is read again from its stored position (kept or moved alike); the panes
+    re-sent that way are skipped by stage 2.
+    """
+    self._pending.clear()
+    self._positions.clear()
+
+  def _flush_state(self, force: bool = False) -> None:
+    """Write the changed key states, then the read positions, to the changelog table.
+
+    At most every STATE_FLUSH_MS: a changelog record per raw key per batch would flood the
+    producer. A crash loses at most that much state; the raw records after the stored
+    position are read again and their panes re-sent, which stage 2 recognises and skips.
+    """
+    now = now_ms()
+    if not force and now - self._flushed_ms < STATE_FLUSH_MS:
+      return
+    self._flushed_ms = now
+    for (source, key), st in self._pending.items():
+      TABLES[source][key.encode()] = st.to_wire()
+    for (source, partition), offset in self._positions.items():
+      TABLES[source][self.pos_keys[(source, partition)]] = {"v": POSITION_VERSION, "pos": offset}
+    self._pending.clear()
+    self._positions.clear()
 
   async def _send_partials(self) -> None:
     """Send what the open panes of quiet feeds hold so far (see `Stage1.partials`)."""

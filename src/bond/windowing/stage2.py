@@ -169,7 +169,7 @@ class Stage2:
     self._evict: set[TrackId] = set()
     self._deleted: list[bytes] = []
     self.stats: dict[str, int] = {"panes_in": 0, "replayed": 0, "windows": 0, "incomplete": 0,
-                                  "late": 0, "backfill_ignored": 0, "not_owned": 0}  # fmt: skip
+                                  "late": 0, "backfill_ignored": 0, "not_owned": 0, "resent": 0}  # fmt: skip
 
   # ------------------------------------------------------------------ store keys
 
@@ -328,8 +328,13 @@ class Stage2:
       track.partials[rec.start_ms] = rec.pane
 
   def _apply_closed(self, tid: TrackId, track: FeedTrack, rec: PaneRecord, now_ms: int) -> None:
-    self.stats["panes_in"] += 1
     assert rec.progress_ms is not None
+    if rec.start_ms + self.pane_ms <= track.progress_ms:
+      # Stage 1 closes a feed's panes once each, in order, and a partition keeps that order:
+      # a pane ending at or before the feed's watermark is one re-sent after a stage-1 restart.
+      self.stats["resent"] += 1
+      return
+    self.stats["panes_in"] += 1
     track.progress_ms = max(track.progress_ms, rec.progress_ms)
     track.seen_ms = now_ms
     track.partials.pop(rec.start_ms, None)

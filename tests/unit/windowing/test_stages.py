@@ -162,3 +162,21 @@ def test_a_timer_tick_touches_only_the_streams_that_are_due():
   clock.now_ms = soonest
   woke = p.stage2.tick()
   assert 0 < woke < 1000 and sum(len(v) for v in p.out.windows.values()) == woke
+
+
+def test_panes_re_sent_by_a_restarted_stage_1_are_not_counted_twice():
+  clock = FakeClock(T0)
+  d = stream("s1", BTC, created_ms=T0)
+  p = Pipeline(clock, [d])
+  end = p.stage2._streams["s1"].next_end_ms
+  p.raw("ccxt", "BTC/USDT", trade(end - 1500, 10.0, 1.0), heartbeat(end - 1000))
+  sent = p.last_records
+  # Stage 1 lost its last state write and read the raw records again: the same panes come
+  # as new bond.panes records (new offsets).
+  again = [(part, p.offset + i + 1, rec) for i, (part, _off, rec) in enumerate(sent)]
+  p.offset += len(again)
+  p.stage2.on_records(again)
+  assert p.stage2.stats["resent"] == len(sent)
+  p.raw("ccxt", "BTC/USDT", heartbeat(end))
+  (w,) = p.out.windows["s1"]
+  assert (w["trades"], w["volume_sum"]) == (1, 1.0)
