@@ -304,7 +304,8 @@ async def test_several_symbols_fill_by_symbol_and_deleted_stream_stops(deploymen
   }
   sid = await deployment.create(spec, created_ms=now)
   worker = worker_factory().start()
-  w0 = -(-now // 1000) * 1000 + 2000
+  # A window comfortably after the worker is ready (it may take a while on a loaded machine).
+  w0 = -(-int(time.time() * 1000) // 1000) * 1000 + 2000
   await deployment.send(
     "bond.raw.ccxt", "BTC/USDT", **trade(ex, "BTC/USDT", w0 + 1, 50000.0, 0.5, 1)
   )
@@ -323,8 +324,9 @@ async def test_several_symbols_fill_by_symbol_and_deleted_stream_stops(deploymen
       "bond.raw.x", base, heartbeat=True, source="twitter", exchange="x", symbol=base, ts=w0 + 1000
     )
   await deployment.flush()
-  events = await deployment.windows(sid, 2)
+  events = await windows_past(deployment, sid, w0 + 999)
   w = {e["seq"]: e for e in events}[w0 + 1000]
+  assert w["complete"] is True
   assert w["symbol"] == "BTC/USDT" and w["price_avg"] == 50000.0 and w["tweets"] == 0
   assert w["by_symbol"]["ETH/USDT"]["price_avg"] == 3000.0
   assert w["by_symbol"]["ETH/USDT"]["tweets"] == 1
