@@ -1,9 +1,8 @@
 """The Faust application: raw topics -> panes (stage 1) -> stream windows (stage 2) -> sinks.
 
-Run with `faust -A bond.agents.app worker -l info`.
+Run with `faust -A bond.agents.app worker -l info`. The agents only move records between
+Kafka and the window core, `bond.windowing` (ARCHITECTURE.md).
 """
-
-import os
 
 import faust
 
@@ -12,10 +11,8 @@ from bond.config import get_settings
 settings = get_settings()
 settings.require_safe_secret()
 
-APP_ID = os.environ.get("BOND_APP_ID", "bond")
-
 app = faust.App(
-  APP_ID,
+  settings.bond_app_id,
   broker=f"kafka://{settings.kafka_bootstrap}",
   store="memory://",
   key_serializer="raw",

@@ -7,7 +7,6 @@ topic key, the same worker that aggregates its panes; when partitions move, feed
 import asyncio
 import json
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,13 +16,13 @@ from aiokafka.errors import KafkaError
 from bond.agents.app import app, settings
 from bond.agents.panes import reader, settled
 from bond.agents.state import partition_for, state
-from bond.aggregate import Feed
 from bond.schemas import CcxtSource, CustomSource, OnchainSource
 from bond.topics import RAW_TOPICS
+from bond.windowing import Feed
 
 log = logging.getLogger(__name__)
 
-ENABLED = os.environ.get("BOND_FEEDS", "on") != "off"
+ENABLED = settings.bond_feeds
 HEARTBEAT_SEC = 0.25
 
 

@@ -1,10 +1,9 @@
-"""Stage 1: aggregate every raw event once, per feed, into 1 s panes; send closed panes on.
+"""Stage 1 adapter: read the raw topics in large batches, drive `bond.windowing.Stage1`, send
+the panes it closes to `bond.panes` (ARCHITECTURE.md "Stage 1").
 
-State per raw-topic key lives in a changelog-backed table (so a restarted worker recovers
-it) together with the offset of the last record applied: records replayed after a crash
-are skipped, so nothing is counted twice. A pane closes when its feed's progress (an event
-or heartbeat timestamp) passes its end; every closed pane, empty ones too, goes to
-`bond.panes` once for each stream that uses the feed.
+State per raw-topic key (a `KeyState`) lives in a changelog-backed table, together with each
+raw partition's read position, so a restarted worker recovers it; records replayed after a
+crash are skipped by offset, so nothing is counted twice.
 """
 
 import asyncio
@@ -17,116 +16,22 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bond.agents.app import app, settings
 from bond.agents.state import partition_for, state
-from bond.aggregate import feed_of_raw, pane_add, window_start
 from bond.topics import PANES, RAW_TOPICS
+from bond.windowing import KeyState, PaneOut, PaneRecord, Stage1, WireError
 
 log = logging.getLogger(__name__)
 
 PANE_MS = settings.bond_pane_ms
-MAX_EMPTY_PANES = 3600  # after a long silence, jump ahead rather than emit hours of empty panes
-LAT_SAMPLES = 8
-# A feed with no event for this long has its open panes sent as partial (see `_partials`):
-# live feeds send an event or a heartbeat at least every 250 ms.
-QUIET_MS = 300
 PARTIAL_CHECK_MS = 100
+STATE_FLUSH_MS = 200
+POSITION_VERSION = 1
 
 panes_topic = app.topic(
   PANES.name, key_type=str, value_serializer="raw", partitions=PANES.partitions
 )
-stats: dict[str, int] = {"events": 0, "late": 0, "replayed": 0, "panes_out": 0}
-late_by_feed: dict[str, int] = {}
-
-
-def _apply(
-  source: str, st: dict[str, Any], key: str, raw: dict[str, Any], now_ms: int
-) -> str | None:
-  """Apply one raw record to its feed's panes; return the feed id if a pane took it."""
-  feed = feed_of_raw(source, raw, key)
-  fs = st["feeds"].get(feed.id)
-  ts = int(raw["ts"])
-  if fs is None:
-    # Start one (empty) pane back, so even a feed first heard of through a heartbeat
-    # closes a pane at once and tells stage 2 how far it has got.
-    fs = st["feeds"][feed.id] = {"p": 0, "c": window_start(ts, PANE_MS) - PANE_MS, "panes": {}}
-  if raw.get("heartbeat"):
-    fs["p"] = max(fs["p"], ts)
-    return None
-  stats["events"] += 1
-  if ts < fs["c"]:
-    stats["late"] += 1
-    late_by_feed[feed.id] = late_by_feed.get(feed.id, 0) + 1
-    return None
-  pane = fs["panes"].setdefault(str(window_start(ts, PANE_MS)), {})
-  pane_add(pane, source, raw)
-  ingest = raw.get("ts_ingest")
-  if ingest:
-    lat = pane.setdefault("lat", [])
-    if len(lat) < LAT_SAMPLES:
-      lat.append(max(0, now_ms - int(ingest)))
-  fs["p"] = max(fs["p"], ts)
-  return feed.id
-
-
-def _pane_records(
-  feed_id: str, start: int, pane: dict[str, Any], partial: bool
-) -> list[tuple[int, bytes]]:
-  """Return the bond.panes records of one pane: one per partition, naming its streams there."""
-  out = []
-  for part, sids in state.feed_partitions(feed_id, PANES.partitions).items():
-    body: dict[str, Any] = {"f": feed_id, "s": start, "e": start + PANE_MS, "a": pane, "sids": sids}
-    if partial:
-      body["partial"] = True  # what the pane holds so far; claims no progress
-    else:
-      body["p"] = start + PANE_MS  # progress: this pane's own end
-    out.append((part, json.dumps(body, separators=(",", ":")).encode()))
-  return out
-
-
-def _partials(st: dict[str, Any], feed_id: str) -> list[tuple[int, bytes]]:
-  """Return records of what a quiet feed's open panes hold so far.
-
-  A pane closes only when its feed's progress passes its end. When a feed goes quiet in
-  the middle of a pane (its connection dropped, its exchange stopped), the trades already
-  in that pane would reach stage 2 only when the feed comes back, after its windows went
-  out as the lateness demands. Sent as partial, they are in those windows; the closed pane
-  replaces them later, and whatever it adds to a window already out is counted late.
-  """
-  fs = st["feeds"].get(feed_id)
-  if fs is None:
-    return []
-  out = []
-  for start, pane in fs["panes"].items():
-    if pane and int(start) >= fs["c"]:
-      out += _pane_records(feed_id, int(start), {k: v for k, v in pane.items() if k != "lat"}, True)
-  return out
-
-
-def _close(st: dict[str, Any]) -> list[tuple[int, bytes]]:
-  """Close every pane whose feed progressed past its end; return (stream_id, record) pairs."""
-  out: list[tuple[int, bytes]] = []
-  for feed_id, fs in st["feeds"].items():
-    upto = window_start(fs["p"], PANE_MS)  # panes ending at or before progress are complete
-    if upto <= fs["c"]:
-      continue
-    start = fs["c"]
-    if (upto - start) // PANE_MS > MAX_EMPTY_PANES:
-      start = max(start, upto - MAX_EMPTY_PANES * PANE_MS)
-    panes = fs["panes"]
-    while start < upto:
-      # One record per bond.panes partition, naming the streams of that partition that use
-      # the feed: stage 2 then reads one record per pane, not one per stream.
-      # Progress is this pane's own end: a later pane of the same batch may not have arrived yet.
-      out += _pane_records(feed_id, start, panes.pop(str(start), None) or {}, False)
-      start += PANE_MS
-    for stale in [k for k in panes if int(k) < upto]:
-      panes.pop(stale)
-    fs["c"] = upto
-  return out
-
-
 TABLES = {
   source: app.Table(
-    f"panes-{source}",
+    f"stage1-{source}",
     default=None,
     partitions=spec.partitions,
     use_partitioner=True,
@@ -134,6 +39,11 @@ TABLES = {
   )
   for source, spec in RAW_TOPICS.items()
 }
+
+
+def now_ms() -> int:
+  """Return the wall clock in epoch ms (the clock the core is given)."""
+  return int(time.time() * 1000)
 
 
 def position_key(source: str, partition: int) -> bytes:
@@ -145,29 +55,44 @@ def position_key(source: str, partition: int) -> bytes:
   raise AssertionError("no position key found")  # cannot happen: murmur2 spreads keys evenly
 
 
-class RawReader:
-  """Reads the raw topics for stage 1, following the Faust assignment of the pane tables.
+def settled() -> bool:
+  """Return whether the registry is loaded and no rebalance or table recovery is under way."""
+  recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+  return state.ready.is_set() and recovered and not app.rebalancing and not app.in_recovery
 
-  Faust's per-message machinery costs more than the aggregation itself, so the raw
-  topics are read in large batches by one plain consumer. A raw partition is read by
-  the worker whose pane-table changelog partition of the same number is active, so
-  state and input move together on a rebalance. Each partition's position is stored in
-  the table after the key states of the batch, in the same changelog partition (the key
-  is chosen to hash there), so a recovered position never runs ahead of the state.
+
+class RawReader:
+  """Reads the raw topics for stage 1, following the Faust assignment of the stage-1 tables.
+
+  Faust's per-message machinery costs more than the aggregation itself, so the raw topics
+  are read in large batches by one plain consumer. A raw partition is read by the worker
+  whose stage-1 changelog partition of the same number is active, so state and input move
+  together on a rebalance. Each partition's position is stored in the table after the key
+  states of the batch, in the same changelog partition (the key is chosen to hash there),
+  so a recovered position never runs ahead of the state.
   """
 
   def __init__(self) -> None:
+    self.core = Stage1(PANE_MS, now_ms)
     self.consumer: AIOKafkaConsumer | None = None
     self.assigned: set[TopicPartition] = set()
     self.sources = {spec.name: source for source, spec in RAW_TOPICS.items()}
-    # (source, raw key, feed id) -> when a pane of that feed last took an event (wall ms)
-    self.touched: dict[tuple[str, str, str], int] = {}
     self.partials_checked = 0
+    self.stats: dict[str, int] = {"panes_out": 0, "partials_out": 0}
     self.pos_keys = {
       (source, p): position_key(source, p)
       for source, spec in RAW_TOPICS.items()
       for p in range(spec.partitions)
     }
+    self._task: asyncio.Task[None] | None = None
+    # Key states and read positions changed since the last write to the table.
+    self._pending: dict[tuple[str, str], KeyState] = {}
+    self._positions: dict[tuple[str, int], int] = {}
+    self._flushed_ms = 0
+
+  def counters(self) -> dict[str, int]:
+    """Return stage 1's counters (the core's and the adapter's)."""
+    return {**self.core.stats, **self.stats}
 
   def wanted(self) -> set[TopicPartition]:
     """Return the raw partitions this worker owns now."""
@@ -180,23 +105,47 @@ class RawReader:
           out.add(TopicPartition(RAW_TOPICS[source].name, tp.partition))
     return out
 
+  def _state(self, source: str, key: str) -> KeyState:
+    pending = self._pending.get((source, key))
+    if pending is not None:
+      return pending
+    data = TABLES[source].get(key.encode())
+    if data is None:
+      return KeyState()
+    try:
+      return KeyState.from_wire(data)
+    except WireError as err:
+      log.warning("stage 1: state of %s/%s unreadable (%s); starting it afresh", source, key, err)
+      return KeyState()
+
   async def _reassign(self, wanted: set[TopicPartition]) -> None:
     assert self.consumer is not None
     self.consumer.assign(sorted(wanted))
     for tp in wanted:
-      record = TABLES[self.sources[tp.topic]].get(
-        self.pos_keys[(self.sources[tp.topic], tp.partition)]
-      )
-      if record is None:
-        await self.consumer.seek_to_beginning(tp)
+      source = self.sources[tp.topic]
+      record = TABLES[source].get(self.pos_keys[(source, tp.partition)])
+      if isinstance(record, dict) and record.get("v") == POSITION_VERSION:
+        self.consumer.seek(tp, int(record["pos"]) + 1)
       else:
-        self.consumer.seek(tp, record["pos"] + 1)
+        await self.consumer.seek_to_beginning(tp)
     log.info("stage 1 reads %s", sorted(f"{tp.topic}:{tp.partition}" for tp in wanted))
     self.assigned = wanted
-    self.touched.clear()
+    self.core.forget_quiet()
+
+  def start(self) -> None:
+    """Start reading (a task of the worker)."""
+    if self._task is None:
+      self._task = asyncio.create_task(self.run(), name="stage 1")
+
+  async def stop(self) -> None:
+    """Stop reading and close the consumer (idempotent)."""
+    task, self._task = self._task, None
+    if task is not None:
+      task.cancel()
+      await asyncio.gather(task, return_exceptions=True)
 
   async def run(self) -> None:
-    """Read, aggregate and close panes forever."""
+    """Read, aggregate and close panes until stopped."""
     await state.ready.wait()
     self.consumer = AIOKafkaConsumer(
       bootstrap_servers=settings.kafka_bootstrap,
@@ -210,12 +159,14 @@ class RawReader:
       while True:
         if not settled():
           if self.assigned:
+            self._discard_state()
             self.consumer.assign([])
             self.assigned = set()
           await asyncio.sleep(0.05)
           continue
         wanted = self.wanted()
         if wanted != self.assigned:
+          self._discard_state()
           await self._reassign(wanted)
         if not self.assigned:
           await asyncio.sleep(0.1)
@@ -223,86 +174,98 @@ class RawReader:
         batches = await self.consumer.getmany(timeout_ms=20, max_records=20_000)
         for tp, records in batches.items():
           await self._process(self.sources[tp.topic], tp.partition, records)
+        self._flush_state()
         await self._send_partials()
     finally:
       await self.consumer.stop()
+      self.consumer = None
+
+  def _records(self, outs: list[PaneOut]) -> list[tuple[int, bytes]]:
+    """Return the bond.panes records of these panes: one per partition, naming its streams."""
+    out = []
+    for o in outs:
+      progress = None if o.partial else o.start_ms + PANE_MS
+      # The pane's own end: a later pane of the same batch may not have arrived yet.
+      for part, sids in state.feed_partitions(o.feed_id, PANES.partitions).items():
+        rec = PaneRecord(o.feed_id, o.start_ms, o.pane, sids, progress)
+        out.append((part, json.dumps(rec.to_wire(), separators=(",", ":")).encode()))
+    return out
+
+  async def _send(self, sends: list[tuple[int, bytes]]) -> int:
+    futures = [
+      await panes_topic.send(key=b"p%d" % part, value=value, partition=part)
+      for part, value in sends
+    ]
+    if futures:
+      await asyncio.gather(*futures)
+    return len(futures)
 
   async def _process(self, source: str, partition: int, records: list[Any]) -> None:
-    table = TABLES[source]
-    now_ms = int(time.time() * 1000)
-    stats["first_batch_ms"] = stats.get("first_batch_ms") or now_ms
+    stats = self.core.stats
+    stats["first_batch_ms"] = stats.get("first_batch_ms") or now_ms()
     started = time.perf_counter()
-    dirty: dict[str, dict[str, Any]] = {}
+    dirty: dict[str, KeyState] = {}
     for msg in records:
       key = msg.key.decode() if msg.key is not None else ""
       st = dirty.get(key)
       if st is None:
-        st = dirty[key] = table.get(key.encode()) or {"off": -1, "feeds": {}}
-      if msg.offset <= st["off"]:
-        stats["replayed"] += 1  # already in the state recovered after a crash
-        continue
-      st["off"] = msg.offset
+        st = dirty[key] = self._pending.get((source, key)) or self._state(source, key)
       try:
-        feed_id = _apply(source, st, key, json.loads(msg.value), now_ms)
+        self.core.apply(st, source, key, msg.offset, json.loads(msg.value))
       except (ValueError, KeyError, TypeError) as err:
         log.warning("%s: skipping malformed record at offset %d: %s", msg.topic, msg.offset, err)
-        continue
-      if feed_id is not None:
-        self.touched[(source, key, feed_id)] = now_ms
-    sends = []
+    outs: list[PaneOut] = []
     for st in dirty.values():
-      sends += _close(st)
+      outs += self.core.close(st)
+    sends = self._records(outs)
     busy = time.perf_counter() - started  # sending yields to other tasks: not counted
     # The panes must be in Kafka before the state that says they were sent.
-    futures = [
-      await panes_topic.send(key=b"p%d" % part, value=value, partition=part)
-      for part, value in sends
-    ]
-    if futures:
-      await asyncio.gather(*futures)
-    stats["panes_out"] += len(futures)
-    started = time.perf_counter()
+    self.stats["panes_out"] += await self._send(sends)
     for key, st in dirty.items():
-      table[key.encode()] = st
-    table[self.pos_keys[(source, partition)]] = {"pos": records[-1].offset}
-    stats["last_batch_ms"] = int(time.time() * 1000)
-    busy += time.perf_counter() - started  # waiting for the pane acks is not stage 1's work
+      self._pending[(source, key)] = st
+    self._positions[(source, partition)] = records[-1].offset
+    stats["last_batch_ms"] = now_ms()
     stats["busy_us"] = stats.get("busy_us", 0) + int(busy * 1e6)
 
-  async def _send_partials(self) -> None:
-    """Send what the open panes of feeds quiet for QUIET_MS hold so far (see `_partials`)."""
-    now_ms = int(time.time() * 1000)
-    if now_ms - self.partials_checked < PARTIAL_CHECK_MS:
+  def _discard_state(self) -> None:
+    """Forget what was not written yet: partitions may be moving, so nothing is written now.
+
+    Every partition is read again from its stored position (kept or moved alike); the panes
+    re-sent that way are skipped by stage 2.
+    """
+    self._pending.clear()
+    self._positions.clear()
+
+  def _flush_state(self, force: bool = False) -> None:
+    """Write the changed key states, then the read positions, to the changelog table.
+
+    At most every STATE_FLUSH_MS: a changelog record per raw key per batch would flood the
+    producer. A crash loses at most that much state; the raw records after the stored
+    position are read again and their panes re-sent, which stage 2 recognises and skips.
+    """
+    now = now_ms()
+    if not force and now - self._flushed_ms < STATE_FLUSH_MS:
       return
-    self.partials_checked = now_ms
-    sends = []
-    for entry, last in list(self.touched.items()):
-      if now_ms - last < QUIET_MS:
-        continue
-      del self.touched[entry]  # once per quiet spell: a new event re-arms it
-      source, key, feed_id = entry
-      st = TABLES[source].get(key.encode())
-      if st is not None:
-        sends += _partials(st, feed_id)
-    futures = [
-      await panes_topic.send(key=b"p%d" % part, value=value, partition=part)
-      for part, value in sends
-    ]
-    if futures:
-      await asyncio.gather(*futures)
-      stats["partials_out"] = stats.get("partials_out", 0) + len(futures)
+    self._flushed_ms = now
+    for (source, key), st in self._pending.items():
+      TABLES[source][key.encode()] = st.to_wire()
+    for (source, partition), offset in self._positions.items():
+      TABLES[source][self.pos_keys[(source, partition)]] = {"v": POSITION_VERSION, "pos": offset}
+    self._pending.clear()
+    self._positions.clear()
+
+  async def _send_partials(self) -> None:
+    """Send what the open panes of quiet feeds hold so far (see `Stage1.partials`)."""
+    now = now_ms()
+    if now - self.partials_checked < PARTIAL_CHECK_MS:
+      return
+    self.partials_checked = now
+    outs: list[PaneOut] = []
+    for source, key, feed_id in self.core.quiet():
+      outs += self.core.partials(self._state(source, key), feed_id)
+    self.stats["partials_out"] += await self._send(self._records(outs))
 
 
-def settled() -> bool:
-  """Return whether the registry is loaded and no rebalance or table recovery is under way."""
-  recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-  return state.ready.is_set() and recovered and not app.rebalancing and not app.in_recovery
-
-
+# The worker's stage-1 reader: started by ready.py once the registry is loaded, stopped on
+# shutdown; feeds.py follows its raw-partition ownership.
 reader = RawReader()
-
-
-@app.task
-async def stage1() -> None:
-  """Run stage 1 for the raw partitions this worker owns."""
-  await reader.run()

@@ -1,18 +1,28 @@
-"""Worker start-up (registry first) and the readiness page `bond up` and tests poll."""
+"""Worker start-up and shutdown (registry first, then stage 1) and the pages `bond up`, tests
+and benches poll."""
+
+from typing import Any
 
 from aiohttp.web import Response
 
-from bond.agents.app import app, settings
-from bond.agents.panes import settled
+from bond.agents.app import app
+from bond.agents.panes import reader, settled
 from bond.agents.state import state
-from bond.topics.admin import ensure_catalog
+from bond.agents.windows import driver
 
 
 @app.task
-async def start_registry() -> None:
-  """Create the catalog's topics if needed, then load the stream registry."""
-  await ensure_catalog(settings.kafka_bootstrap)
+async def start_worker() -> None:
+  """Create the catalog's topics if needed, load the stream registry, start stage 1."""
   await state.start()
+  reader.start()
+
+
+@app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers narrowly
+async def stop_worker(sender: Any, **kwargs: Any) -> None:
+  """Stop stage 1 and the registry when the worker shuts down."""
+  await reader.stop()
+  await state.stop()
 
 
 @app.page("/bond/ready")  # type: ignore[arg-type]
@@ -31,13 +41,15 @@ async def ready_page(web, request) -> Response:  # type: ignore[no-untyped-def]
 
 @app.page("/bond/stats")  # type: ignore[arg-type]
 async def stats_page(web, request) -> Response:  # type: ignore[no-untyped-def]
-  """Answer the worker's counters: stage 1, sink, feeds."""
+  """Answer the worker's counters: stage 1, stage 2, sink, feeds."""
   from bond.agents.feeds import runner
-  from bond.agents.panes import reader, stats
   from bond.agents.sink import sink
 
   body = {
-    "stage1": stats,
+    "stage1": reader.counters(),
+    "stage2": driver.core.stats,
+    "stage2_partitions": sorted(driver.owned or ()),
+    "stage2_streams": len(driver.core.defs),
     "raw_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in reader.assigned),
     "sink": sink.stats,
     "feeds": {"running": sorted(runner.running), **runner.stats},

@@ -67,8 +67,8 @@ RAW_CUSTOM = TopicSpec(
 )
 PANES = TopicSpec(
   PREFIX + "bond.panes",
-  key="stream_id",
-  value="closed pane of one feed + feed progress",
+  key="p<partition> (each record is sent to that partition: the one of its streams)",
+  value="PaneRecord v1: a closed or partial pane of one feed, its progress, the streams there",
   retention_ms=6 * HOUR_MS,
 )
 

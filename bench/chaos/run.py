@@ -96,7 +96,7 @@ async def run_chaos(cfg: Config, home: Path, results_path: Path | None = None) -
         "new_window_after_s": fault["recovered_sec"] if fault else None,
         "not_recovered": bool(fault and fault["recovered_sec"] is None),
         "max_lateness_s": r.get("max_lateness_s", 0.0), "mismatch": r.get("mismatch", 0),
-        "not_in_kafka": r.get("not_in_kafka", 0), "raw_mismatch": r.get("raw_mismatch", 0), "raw_late": r.get("raw_late", 0),
+        "not_in_kafka": r.get("not_in_kafka", 0), "raw_mismatch": r.get("raw_mismatch", 0), "raw_late": r.get("raw_late", 0), "raw_flagged": r.get("raw_flagged", 0), "empty_flagged": r.get("empty_flagged", 0),
         "trades_in_windows": r.get("trades_in_windows", 0), "empty": r.get("empty", 0), "trades_not_ingested": r.get("trades_not_ingested", 0),
       })  # fmt: skip
     result.update(checked)
@@ -107,7 +107,7 @@ async def run_chaos(cfg: Config, home: Path, results_path: Path | None = None) -
     # Failures: a window lost or duplicated, a client's copy differing from the stream's own
     # Kafka/Redis copy, a trade published twice to the raw topic. Data gaps are reported,
     # not failed: windows short of trades that reached the worker after the window's
-    # deadline (counted in `late`, as DESIGN.md's lateness rule says), split by whether the
+    # deadline (counted in `late`, as ARCHITECTURE.md's lateness rule says), split by whether the
     # feed itself got them late (backfilled after a reconnect) or on time (the worker was
     # behind: a fault's backlog on two shared cores); empty windows; trades never ingested.
     bad_values = sum(r["mismatch"] + r["not_in_kafka"] for r in rows) + checked["redis_mismatch"]
@@ -119,17 +119,29 @@ async def run_chaos(cfg: Config, home: Path, results_path: Path | None = None) -
       run.problems.append(
         f"trades present twice in bond.raw.ccxt (counted twice): {checked['raw']['duplicate_trade_ids']}"
       )
+    # A window short of trades its feed received on time must say so (`complete: false`,
+    # `missing`); one that claims to be complete and is short fails the run.
+    unflagged = {r["fault"]: r["raw_mismatch"] for r in rows if r["raw_mismatch"]}
+    if unflagged:
+      run.problems.append(
+        f"windows claiming complete but short of on-time trades (vs bond.raw.ccxt): {unflagged}"
+      )
+    empty_unflagged = {r["fault"]: r["empty"] for r in rows if r["empty"]}
+    if empty_unflagged:
+      run.problems.append(
+        f"windows claiming complete without any trade while the sim exchange traded: {empty_unflagged}"
+      )
     gaps = []
     for field, what in [
       (
-        "raw_mismatch",
-        "windows short of trades their feed received on time but the worker after the deadline",
+        "raw_flagged",
+        "windows short of on-time trades, flagged complete: false (sent before every feed passed)",
       ),
+      ("empty_flagged", "windows without any trade, flagged complete: false"),
       (
         "raw_late",
         "windows short only of trades backfilled after their lateness (late by contract)",
       ),
-      ("empty", "windows of trade streams without any trade while the sim exchange was trading"),
       (
         "trades_not_ingested",
         "exchange trades never ingested into bond.raw.ccxt (sim trade-id gaps)",

@@ -1,4 +1,4 @@
-"""One Settings object holding every environment variable of DESIGN.md."""
+"""One Settings object holding every environment variable Bond reads (see ARCHITECTURE.md)."""
 
 from functools import lru_cache
 from typing import Literal
@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     except ConfigError as exc:
       raise ValueError(exc.message) from None
     return value
+
+  # The worker: its Faust application id (consumer group, changelog topic prefix) and
+  # whether it runs the feeds (off: it only aggregates what others publish; tests, benches).
+  bond_app_id: str = "bond"
+  bond_feeds: bool = True
 
   @field_validator("bond_exchanges")
   @classmethod

@@ -58,6 +58,48 @@ class LiveFeed:
     return len(trades), sum(t["amount"] for t in trades)
 
 
+async def wait_for(cond, timeout_sec: float = 30.0, what: str = "condition") -> None:
+  """Wait until the (async) condition holds, polling every 50 ms."""
+  deadline = time.monotonic() + timeout_sec
+  while time.monotonic() < deadline:
+    if await cond():
+      return
+    await asyncio.sleep(0.05)
+  raise AssertionError(f"timed out waiting for {what}")
+
+
+async def ring(dep: Deployment, sid: str) -> list[dict]:
+  """Return the stream's windows in its Redis ring."""
+  return [json.loads(f["e"]) for _, f in await dep.redis.xrange(f"bond:stream:{sid}")]
+
+
+async def windows_past(dep: Deployment, sid: str, ms: int, timeout_sec: float = 30.0) -> list[dict]:
+  """Wait until a window ending after `ms` is in the ring; return the ring."""
+
+  async def past() -> bool:
+    events = await ring(dep, sid)
+    return bool(events) and events[-1]["seq"] > ms
+
+  await wait_for(past, timeout_sec, f"a window of {sid} ending after {ms}")
+  return await ring(dep, sid)
+
+
+async def sent_more(feed: "LiveFeed", n: int) -> None:
+  """Wait until the live feed has sent n more trades (time passing for the data, not the test)."""
+  target = len(feed.sent) + n
+
+  async def enough() -> bool:
+    return len(feed.sent) >= target
+
+  await wait_for(enough, 60, f"{n} more trades")
+
+
+def worker_stats(worker) -> dict:
+  import httpx
+
+  return httpx.get(f"http://127.0.0.1:{worker.web_port}/bond/stats", timeout=5).json()
+
+
 async def kafka_seqs(dep: Deployment, sid: str) -> list[int]:
   topic = f"{dep.prefix}bond.stream.{sid}"
   consumer = AIOKafkaConsumer(bootstrap_servers=dep.bootstrap, auto_offset_reset="earliest")
@@ -75,18 +117,30 @@ async def kafka_seqs(dep: Deployment, sid: str) -> list[int]:
   return seqs
 
 
+async def late_count(dep: Deployment, sid: str) -> int:
+  return int(await dep.redis.hget(f"bond:metrics:{sid}", "late") or 0)
+
+
 async def send_late_trade(dep: Deployment, sid: str, tr: dict) -> int:
-  """Send a trade for a window already out, then progress; return the stream's `late` count."""
+  """Send a trade for a window already out, then progress; return the stream's `late` count
+  once it is counted and one more metrics flush went by (nothing is counted twice)."""
   await dep.send("bond.raw.ccxt", tr["symbol"], **tr)
   await dep.send("bond.raw.ccxt", tr["symbol"], heartbeat=True, source="ccxt", exchange=tr["exchange"],
                  symbol=tr["symbol"], ts=int(time.time() * 1000))  # fmt: skip
   await dep.flush()
-  for _ in range(50):
-    if int(await dep.redis.hget(f"bond:metrics:{sid}", "late") or 0) >= 1:
-      break
-    await asyncio.sleep(0.2)
-  await asyncio.sleep(0.5)  # and nothing more comes
-  return int(await dep.redis.hget(f"bond:metrics:{sid}", "late") or 0)
+
+  async def counted() -> bool:
+    return await late_count(dep, sid) >= 1
+
+  await wait_for(counted, 10, "the late trade counted")
+  seen_ms = int(time.time() * 1000)
+
+  async def flushed_again() -> bool:
+    updated = await dep.redis.hget(f"bond:metrics:{sid}", "updated_ms")
+    return updated is not None and int(updated) > seen_ms + 1000
+
+  await wait_for(flushed_again, 10, "another metrics flush")
+  return await late_count(dep, sid)
 
 
 def assert_consecutive(events: list[dict], interval_ms: int) -> None:
@@ -97,6 +151,10 @@ def assert_consecutive(events: list[dict], interval_ms: int) -> None:
   )
 
 
+async def _has_trades(dep: Deployment, sid: str, n: int) -> bool:
+  return sum(1 for e in await ring(dep, sid) if e["trades"]) >= n
+
+
 async def test_kill_9_and_restart_loses_and_duplicates_nothing(deployment, worker_factory):
   ex = "crashex"
   sid = await deployment.create({"sources": ["ccxt"], "symbols": ["ETH/USDT"], "interval_sec": 1, "exchanges": [ex]},
@@ -104,18 +162,19 @@ async def test_kill_9_and_restart_loses_and_duplicates_nothing(deployment, worke
   worker = worker_factory().start()
   feed = LiveFeed(deployment, ex, "ETH/USDT")
   feed.start()
-  await asyncio.sleep(4)
+  # Windows with trades flow before the crash.
+  await wait_for(lambda: _has_trades(deployment, sid, 3), 30, "three windows with trades")
   kill_ms = int(time.time() * 1000)
   worker.kill()
-  await asyncio.sleep(2)
+  await sent_more(feed, 400)  # the feed goes on (~2 s of trades) while the worker is down
   restart_ms = int(time.time() * 1000)
   worker.start()
   ready_ms = int(time.time() * 1000)
-  await asyncio.sleep(5)
+  await windows_past(deployment, sid, ready_ms + 3000)
   await feed.stop()
   stop_ms = int(time.time() * 1000)
-  await asyncio.sleep(2.5)
-  events = [json.loads(f["e"]) for _, f in await deployment.redis.xrange(f"bond:stream:{sid}")]
+  # The feed's last windows (it stopped: later ones wait for it, as for a stalled input).
+  events = await windows_past(deployment, sid, stop_ms - 1500)
   assert len(events) >= 9
   assert_consecutive(events, 1000)
   # Every window completed before the feed stopped has exactly the trades sent into it.
@@ -139,8 +198,16 @@ async def test_two_workers_give_the_same_output_as_one(deployment, worker_factor
   sids = [await deployment.create({"sources": ["ccxt"], "symbols": [s], "interval_sec": 1, "exchanges": [ex]},
                                   created_ms=now) for s in symbols]  # fmt: skip
   workers = [worker_factory().start() for _ in range(int(os.environ.get("BOND_TEST_WORKERS", "2")))]
-  await asyncio.sleep(1)
-  for w in workers:  # the second worker's arrival rebalances the first: wait for both
+
+  async def split() -> bool:  # the second worker's arrival rebalances the first: wait for both
+    try:
+      owned = [set(worker_stats(w)["stage2_partitions"]) for w in workers]
+    except (OSError, ValueError, KeyError):
+      return False
+    return sum(len(o) for o in owned) == 4 and set().union(*owned) == {0, 1, 2, 3} and all(owned)
+
+  await wait_for(split, 60, "the bond.panes partitions split between the workers")
+  for w in workers:
     w.wait_ready()
   w0 = -(-int(time.time() * 1000) // 1000) * 1000 + 3000
   for i, sym in enumerate(symbols):
@@ -169,11 +236,11 @@ async def test_dead_feed_window_arrives_after_lateness_and_late_events_are_count
   sid = await deployment.create({"sources": ["ccxt"], "symbols": ["DOGE/USDT"], "interval_sec": 1, "exchanges": [ex]},
                                 created_ms=now)  # fmt: skip
   worker_factory(BOND_LATENESS_MS="500").start()
-  await asyncio.sleep(4)  # the feed says nothing: windows still come, on the wall clock
-  events = [json.loads(f["e"]) for _, f in await deployment.redis.xrange(f"bond:stream:{sid}")]
-  assert len(events) >= 1
+  # The feed says nothing: windows still come, on the wall clock, flagged incomplete.
+  events = await deployment.windows(sid, 3)
   assert_consecutive(events, 1000)
   assert all(e["trades"] == 0 and e["price_avg"] is None for e in events)
+  assert all(e["complete"] is False and e["missing"] == [f"ccxt|{ex}|DOGE/USDT"] for e in events)
   # A trade for a window that is already out is counted as late, not merged.
   old = events[0]["seq"] - 500
   late = await send_late_trade(deployment, sid, trade(ex, "DOGE/USDT", old, 0.1, 1.0, 1))
@@ -236,8 +303,9 @@ async def test_several_symbols_fill_by_symbol_and_deleted_stream_stops(deploymen
     "exchanges": [ex],
   }
   sid = await deployment.create(spec, created_ms=now)
-  worker_factory().start()
-  w0 = -(-now // 1000) * 1000 + 2000
+  worker = worker_factory().start()
+  # A window comfortably after the worker is ready (it may take a while on a loaded machine).
+  w0 = -(-int(time.time() * 1000) // 1000) * 1000 + 2000
   await deployment.send(
     "bond.raw.ccxt", "BTC/USDT", **trade(ex, "BTC/USDT", w0 + 1, 50000.0, 0.5, 1)
   )
@@ -256,15 +324,52 @@ async def test_several_symbols_fill_by_symbol_and_deleted_stream_stops(deploymen
       "bond.raw.x", base, heartbeat=True, source="twitter", exchange="x", symbol=base, ts=w0 + 1000
     )
   await deployment.flush()
-  events = await deployment.windows(sid, 2)
+  events = await windows_past(deployment, sid, w0 + 999)
   w = {e["seq"]: e for e in events}[w0 + 1000]
+  assert w["complete"] is True
   assert w["symbol"] == "BTC/USDT" and w["price_avg"] == 50000.0 and w["tweets"] == 0
   assert w["by_symbol"]["ETH/USDT"]["price_avg"] == 3000.0
   assert w["by_symbol"]["ETH/USDT"]["tweets"] == 1
   assert w["by_symbol"]["BTC/USDT"]["volume_sum"] == 0.5
-  # Deleting the stream stops its windows.
+  # Deleting the stream stops its windows: once the worker has dropped it, none comes.
   await deployment.writer.delete(sid)
-  await asyncio.sleep(1.5)
+
+  async def dropped() -> bool:
+    return "stage2_streams" in (st := worker_stats(worker)) and st["stage2_streams"] == 0
+
+  await wait_for(dropped, 20, "the worker dropping the deleted stream")
   count = await deployment.redis.xlen(f"bond:stream:{sid}")
-  await asyncio.sleep(2.5)
+  await asyncio.sleep(2.5)  # a negative check: 2 windows' worth of time with nothing new
   assert await deployment.redis.xlen(f"bond:stream:{sid}") == count
+
+
+async def test_a_new_stream_counts_no_backfill_late_and_its_windows_are_complete(
+  deployment, worker_factory
+):
+  """A feed that starts with the stream backfills trades from before it existed: those are
+  not the stream's, so `late` stays 0 (a user reads `late` as lost data)."""
+  ex, sym = "freshex", "AVAX/USDT"
+  worker_factory().start()
+  created = int(time.time() * 1000)
+  sid = await deployment.create({"sources": ["ccxt"], "symbols": [sym], "interval_sec": 1, "exchanges": [ex]},
+                                created_ms=created)  # fmt: skip
+  # The new feed's start-up backfill: 30 s of trades from before the stream, then live data.
+  for i in range(300):
+    await deployment.send(
+      "bond.raw.ccxt", sym, **trade(ex, sym, created - 30_000 + i * 100, 5.0, 1.0, i)
+    )
+  feed = LiveFeed(deployment, ex, sym, rate=100)
+  feed.start()
+  try:
+    events = await deployment.windows(sid, 8, timeout_sec=40)
+  finally:
+    await feed.stop()
+  assert all(e["complete"] for e in events), [e["seq"] for e in events if not e["complete"]]
+  assert sum(e["trades"] for e in events) > 0
+
+  async def flushed() -> bool:
+    updated = await deployment.redis.hget(f"bond:metrics:{sid}", "updated_ms")
+    return updated is not None and int(updated) > events[-1]["seq"]
+
+  await wait_for(flushed, 10, "the stream's metrics")
+  assert await late_count(deployment, sid) == 0
