@@ -1,0 +1,124 @@
+"""Resource subscriptions: one background listener per subscribed stream, bounded in number.
+
+While at least one `subscriptions/listen` stream of a client wants
+`bond://streams/{id}/latest`, a listener follows that Bond stream over the SDK, keeps its
+latest window and publishes `ResourceUpdated` on the MCP subscription bus for each new one.
+The last subscriber leaving stops it.
+"""
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
+
+from bond.client import BondClient
+from bond.errors import BondError
+
+log = logging.getLogger(__name__)
+
+LATEST_URI = "bond://streams/{stream_id}/latest"
+_LATEST_RE = re.compile(r"bond://streams/([0-9a-f]{16})/latest")
+MAX_WATCHED_STREAMS = 16
+
+
+def latest_uri(stream_id: str) -> str:
+  """Return the URI of a stream's latest-window resource."""
+  return LATEST_URI.format(stream_id=stream_id)
+
+
+def stream_of(uri: str) -> str | None:
+  """Return the stream id of a latest-window URI, or None when it is not one."""
+  found = _LATEST_RE.fullmatch(uri)
+  return found[1] if found else None
+
+
+class TooManyWatchesError(BondError):
+  """More streams are subscribed than the server follows at once."""
+
+  code = "too_many_subscriptions"
+
+
+@dataclass
+class _Watch:
+  client: BondClient
+  refs: int = 0
+  latest: dict[str, Any] | None = None
+  error: str | None = None
+  task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class StreamWatchers:
+  """Follows subscribed streams (per API key and stream id) and announces each new window."""
+
+  def __init__(self, bus: SubscriptionBus, max_streams: int = MAX_WATCHED_STREAMS) -> None:
+    self.bus = bus
+    self.max_streams = max_streams
+    self._watches: dict[tuple[str | None, str], _Watch] = {}
+
+  def __len__(self) -> int:
+    return len(self._watches)
+
+  def acquire(self, key: str | None, stream_id: str, make_client: Callable[[], BondClient]) -> None:
+    """Count one more subscriber of a stream, starting a listener for the first."""
+    watch = self._watches.get((key, stream_id))
+    if watch is None:
+      if len(self._watches) >= self.max_streams:
+        raise TooManyWatchesError(
+          f"this server already follows {self.max_streams} subscribed streams (the limit); "
+          "end a subscription first, or poll with wait_for_windows"
+        )
+      watch = _Watch(make_client())
+      watch.task = asyncio.create_task(
+        self._follow(stream_id, watch), name=f"bond-mcp-watch-{stream_id}"
+      )
+      self._watches[(key, stream_id)] = watch
+    watch.refs += 1
+
+  def release(self, key: str | None, stream_id: str) -> None:
+    """Drop one subscriber; the last one stops the listener."""
+    watch = self._watches.get((key, stream_id))
+    if watch is None:
+      return
+    watch.refs -= 1
+    if watch.refs <= 0:
+      del self._watches[(key, stream_id)]
+      if watch.task is not None:
+        watch.task.cancel()
+
+  def latest(self, key: str | None, stream_id: str) -> tuple[bool, dict[str, Any] | None]:
+    """Return whether a listener follows the stream, and the newest window it has seen."""
+    watch = self._watches.get((key, stream_id))
+    if watch is None:
+      return False, None
+    if watch.error is not None:
+      raise BondError(watch.error)
+    return True, watch.latest
+
+  async def _follow(self, stream_id: str, watch: _Watch) -> None:
+    uri = latest_uri(stream_id)
+    try:
+      async for event in watch.client.listen(stream_id):
+        watch.latest = dict(event)
+        await self.bus.publish(ResourceUpdated(uri=uri))
+    except BondError as err:
+      # A deleted stream or a refused key: subscribers get one last update and read the error.
+      watch.error = err.message
+      log.info("bond mcp: stopped following %s: %s", stream_id, err.message)
+      await self.bus.publish(ResourceUpdated(uri=uri))
+    finally:
+      await watch.client.aclose()
+
+  async def aclose(self) -> None:
+    """Stop every listener."""
+    watches, self._watches = list(self._watches.values()), {}
+    tasks = [w.task for w in watches if w.task is not None]
+    for task in tasks:
+      task.cancel()
+    for task in tasks:
+      with contextlib.suppress(asyncio.CancelledError):
+        await task
