@@ -40,6 +40,8 @@ MAX_WAIT_SEC = 120.0
 MAX_CONCURRENT_WAITS = 8
 MAX_SENTENCE_CHARS = 500
 MAX_SPEC_KEYS = 20
+# A REST call may check symbols against three exchanges' markets the first time.
+API_TIMEOUT_SEC = 30.0
 
 INSTRUCTIONS = """\
 Bond turns a sentence such as "BTC price + tweets every 5s" into a live stream of windows
@@ -135,8 +137,10 @@ class BondMCP:
     *,
     max_watched_streams: int = 16,
     max_concurrent_waits: int = MAX_CONCURRENT_WAITS,
+    timeout_sec: float = API_TIMEOUT_SEC,
   ) -> None:
     self.api_url = api_url
+    self.timeout_sec = timeout_sec
     self.api_key = api_key
     self.ws_url = ws_url
     self.max_concurrent_waits = max_concurrent_waits
@@ -160,7 +164,7 @@ class BondMCP:
     return bearer(headers) or self.api_key
 
   def _client(self, key: str | None) -> BondClient:
-    return BondClient(self.api_url, key, self.ws_url)
+    return BondClient(self.api_url, key, self.ws_url, timeout_sec=self.timeout_sec)
 
   @contextlib.asynccontextmanager
   async def _bond(self, ctx: Context[Any, Any]):  # -> AsyncIterator[BondClient]
@@ -400,7 +404,10 @@ class BondMCP:
 
 
 def build_server(
-  api_url: str | None = None, api_key: str | None = None, ws_url: str | None = None, **limits: int
+  api_url: str | None = None,
+  api_key: str | None = None,
+  ws_url: str | None = None,
+  **limits: Any,
 ) -> BondMCP:
   """Return the Bond MCP server for a deployment (default: BOND_API_URL, BOND_API_KEY)."""
   return BondMCP(
