@@ -150,22 +150,26 @@ async def scenario(client: Client, sentence: str) -> None:
       assert _seqs(more) == [last + 1000, last + 2000], "a gap or a duplicate after after_seq"
   assert more["sim"] is True
 
-  # Read back: the latest windows include those waited for, with the same values.
-  latest = _json(await client.call_tool("get_windows", {"stream_id": sid, "limit": 5}))
-  assert latest["windows"] == 5 and latest["last_seq"] >= more["last_seq"]
-  assert _seqs(latest) == list(range(latest["last_seq"] - 4000, latest["last_seq"] + 1, 1000))
-  by_seq = {row[0]: row for row in latest["rows"]}
+  # Read back: the five windows up to the last one waited for, with the same values, and
+  # the latest ones (up to now).
+  upto = _json(
+    await client.call_tool(
+      "get_windows", {"stream_id": sid, "limit": 5, "to_time": str(more["last_seq"])}
+    )
+  )
+  got = _seqs(upto)  # the stream may be younger than five windows
+  assert got == list(range(got[0], more["last_seq"] + 1, 1000))
+  assert len(got) <= 5 and got[0] <= max(more["last_seq"] - 4000, first[0])
+  by_seq = {row[0]: row for row in upto["rows"]}
   for row in more["rows"]:
     assert by_seq[row[0]] == row
+  latest = _json(await client.call_tool("get_windows", {"stream_id": sid, "limit": 3}))
+  assert latest["windows"] == 3 and latest["last_seq"] > more["last_seq"]
+  assert _seqs(latest) == list(range(latest["last_seq"] - 2000, latest["last_seq"] + 1, 1000))
   ranged = _json(
     await client.call_tool(
       "get_windows",
-      {
-        "stream_id": sid,
-        "from_time": str(first[0] - 1),
-        "to_time": str(first[-1]),
-        "limit": 10,
-      },
+      {"stream_id": sid, "from_time": str(first[0] - 1), "to_time": str(first[-1]), "limit": 10},
     )
   )
   assert _seqs(ranged) == first

@@ -18,10 +18,10 @@ from bond.mcp_server.fields import iso
 
 log = logging.getLogger(__name__)
 
-# How long the gateway may take to answer a replay (token, connect, first frame), and the
-# silence after the last replayed frame that marks the end of the replay burst.
-FIRST_FRAME_SEC = 5.0
-QUIET_SEC = 0.5
+# How long the gateway may take to answer a replay (token, connect, first frame), and how
+# long to wait after the last frame when the window expected last has not come (missing).
+FIRST_FRAME_SEC = 10.0
+QUIET_SEC = 2.0
 MAX_RING_WINDOWS = 1000  # the gateway's ring keeps at most about 1000 windows
 
 Progress = Callable[[int], Awaitable[None]]
@@ -61,10 +61,26 @@ async def _next(
   return None
 
 
+def last_window_end(to_ms: int, now_ms: int, interval_ms: int, created_ms: int) -> int | None:
+  """Return the seq of the newest window that exists by now within `to_ms`, or None if none can.
+
+  Windows are aligned to the epoch and every one is emitted (empty ones too), so the last
+  one ending at or before min(to, now) is known; one ending at or before the stream's
+  creation was never computed.
+  """
+  last = min(to_ms, now_ms) // interval_ms * interval_ms
+  return last if last > created_ms else None
+
+
 async def ring_windows(
-  client: BondClient, stream_id: str, from_ms: int, to_ms: int
+  client: BondClient, stream_id: str, from_ms: int, to_ms: int, last_ms: int
 ) -> list[dict[str, Any]]:
-  """Return the stream's windows with from_ms < seq <= to_ms that the gateway's ring still has."""
+  """Return the windows with from_ms < seq <= to_ms that the gateway's ring still has.
+
+  The replay is over when the window ending at `last_ms` has come (it is in the ring, or
+  arrives live within the lateness), a window past `to_ms` arrives, or nothing comes for a
+  while (a window missing after an outage).
+  """
   events: list[dict[str, Any]] = []
   async with _frames(client, stream_id, iso(from_ms)) as (queue, task):
     wait = FIRST_FRAME_SEC
@@ -75,9 +91,11 @@ async def ring_windows(
       wait = QUIET_SEC
       seq = event.get("seq", 0)
       if seq > to_ms:
-        break  # a live window past the range: the replay is over
+        break
       if seq > from_ms:
         events.append(cast(dict[str, Any], event))
+      if seq >= last_ms:
+        break
   return events
 
 
@@ -85,14 +103,19 @@ async def read_windows(
   client: BondClient, stream_id: str, from_ms: int, to_ms: int, limit: int
 ) -> list[dict[str, Any]]:
   """Return the latest `limit` windows with from_ms < seq <= to_ms, oldest first."""
+  info = await client.get_stream(stream_id)  # a clear "no stream" before any WebSocket
+  interval_ms = int(info["spec"]["interval_sec"]) * 1000
+  last_ms = last_window_end(to_ms, int(time.time() * 1000), interval_ms, int(info["created_at_ms"]))
+  if last_ms is None or last_ms <= from_ms or limit <= 0:
+    return []
   history = getattr(client, "history", None)
   if callable(history):
     # The Kafka-backed history of #14: hours of windows, not just the ring.
     found = await history(stream_id, iso(from_ms), iso(to_ms))
     events = [dict(e) for e in found if from_ms < int(e.get("seq", 0)) <= to_ms]
   else:
-    events = await ring_windows(client, stream_id, from_ms, to_ms)
-  return events[-limit:] if limit else []
+    events = await ring_windows(client, stream_id, from_ms, to_ms, last_ms)
+  return events[-limit:]
 
 
 async def next_windows(
