@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
 
 from bench.stack import drop_topics
@@ -189,6 +190,12 @@ async def scenario(client: Client, sentence: str) -> None:
   assert body["stream_id"] == sid and body["window"]["seq"] > more["last_seq"]
 
   # Errors a model can act on.
+  unknown = "bond://streams/0123456789abcdef/latest"
+  with pytest.raises(MCPError, match="no stream"):
+    async with client.listen(resource_subscriptions=[unknown]):
+      pass
+  with pytest.raises(MCPError, match="no stream"):
+    await client.read_resource(unknown)
   assert "no stream" in _error(
     await client.call_tool("get_windows", {"stream_id": "0123456789abcdef"})
   )
