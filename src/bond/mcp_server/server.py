@@ -9,7 +9,7 @@ the caller sent; over stdio for BOND_API_KEY.
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Annotated, Any
 
 from mcp.server.context import ServerRequestContext
@@ -167,7 +167,7 @@ class BondMCP:
     return BondClient(self.api_url, key, self.ws_url, timeout_sec=self.timeout_sec)
 
   @contextlib.asynccontextmanager
-  async def _bond(self, ctx: Context[Any, Any]):  # -> AsyncIterator[BondClient]
+  async def _bond(self, ctx: Context[Any, Any]) -> AsyncIterator[BondClient]:
     async with self._client(self._key(ctx.headers)) as client:
       with _as_tool_errors():
         yield client
