@@ -75,8 +75,16 @@ def platform(infra: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
   }
   asyncio.run(_create_topics(infra["bootstrap"], prefix))
   stack.up(stack.platform_parts("sim"), stack.process_env("sim"), lambda name, state, sec: None)
+  api_url = f"http://127.0.0.1:{stack.api_port}"
   try:
-    yield Platform(f"http://127.0.0.1:{stack.api_port}", key)
+    # The API lists the exchanges' markets once (cached), slowly on a loaded machine.
+    httpx.post(
+      f"{api_url}/v1/compile",
+      json={"natural_language": "BTC, ETH and SOL price every 1s"},
+      headers={"Authorization": f"Bearer {key}"},
+      timeout=120,
+    ).raise_for_status()
+    yield Platform(api_url, key)
   finally:
     stack.down()
     asyncio.run(drop_topics(infra["bootstrap"], (prefix,)))

@@ -20,8 +20,11 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import (
   INTERNAL_ERROR,
   INVALID_PARAMS,
+  EmptyResult,
+  SubscribeRequestParams,
   SubscriptionsListenRequestParams,
   ToolAnnotations,
+  UnsubscribeRequestParams,
 )
 from pydantic import Field, ValidationError
 
@@ -156,6 +159,13 @@ class BondMCP:
       middleware=[self._subscriptions_middleware],
     )
     self._register()
+    # Handshake-era hosts (protocol 2025) subscribe with resources/subscribe, which MCPServer
+    # does not serve; the low-level server advertises `resources.subscribe` once it is there.
+    lowlevel = self.server._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, self._subscribe)
+    lowlevel.add_request_handler(
+      "resources/unsubscribe", UnsubscribeRequestParams, self._unsubscribe
+    )
 
   # ------------------------------------------------------------------ plumbing
 
@@ -189,21 +199,11 @@ class BondMCP:
     uris = params.notifications.resource_subscriptions or []
     if len(uris) > self.watchers.max_streams:
       raise MCPError(INVALID_PARAMS, f"at most {self.watchers.max_streams} resources per listen")
-    sids = []
-    for uri in uris:
-      sid = stream_of(uri)
-      if sid is None:
-        raise MCPError(INVALID_PARAMS, f"{uri[:100]!r} is not {LATEST_URI}")
-      sids.append(sid)
     key = self._key(getattr(ctx.request, "headers", None))
     held: list[str] = []
     try:
-      for sid in dict.fromkeys(sids):
-        async with self._client(key) as client:
-          try:
-            await client.get_stream(sid)  # only the caller's own streams
-          except BondError as err:
-            raise MCPError(INVALID_PARAMS, f"{latest_uri(sid)}: {err.message}") from err
+      for uri in dict.fromkeys(uris):
+        sid = await self._own_stream(key, uri)
         try:
           self.watchers.acquire(key, sid, lambda: self._client(key))
         except BondError as err:
@@ -213,6 +213,39 @@ class BondMCP:
     finally:
       for sid in held:
         self.watchers.release(key, sid)
+
+  async def _own_stream(self, key: str | None, uri: str) -> str:
+    """Return the stream id of a latest-window URI of the caller's, or raise an MCP error."""
+    sid = stream_of(uri)
+    if sid is None:
+      raise MCPError(INVALID_PARAMS, f"{uri[:100]!r} is not {LATEST_URI}")
+    async with self._client(key) as client:
+      try:
+        await client.get_stream(sid)
+      except BondError as err:
+        raise MCPError(INVALID_PARAMS, f"{latest_uri(sid)}: {err.message}") from err
+    return sid
+
+  async def _subscribe(
+    self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams
+  ) -> EmptyResult:
+    key = self._key(getattr(ctx.request, "headers", None))
+    sid = await self._own_stream(key, params.uri)
+    try:
+      self.watchers.add_session(key, sid, ctx.session, lambda: self._client(key))
+    except BondError as err:
+      raise MCPError(INTERNAL_ERROR, err.message) from err
+    return EmptyResult()
+
+  async def _unsubscribe(
+    self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams
+  ) -> EmptyResult:
+    sid = stream_of(params.uri)
+    if sid is not None:
+      self.watchers.remove_session(
+        self._key(getattr(ctx.request, "headers", None)), sid, ctx.session
+      )
+    return EmptyResult()
 
   # ------------------------------------------------------------------ tools
 

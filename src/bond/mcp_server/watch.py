@@ -3,7 +3,9 @@
 While at least one `subscriptions/listen` stream of a client wants
 `bond://streams/{id}/latest`, a listener follows that Bond stream over the SDK, keeps its
 latest window and publishes `ResourceUpdated` on the MCP subscription bus for each new one.
-The last subscriber leaving stops it.
+The last subscriber leaving stops it. Hosts on the handshake-era protocol (2025) subscribe
+with `resources/subscribe` instead; their sessions get `notifications/resources/updated`
+directly, and a session that can no longer be written to is dropped.
 """
 
 import asyncio
@@ -14,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+from mcp.server.session import ServerSession
 from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
 
 from bond.client import BondClient
@@ -49,6 +53,7 @@ class _Watch:
   refs: int = 0
   latest: dict[str, Any] | None = None
   error: str | None = None
+  sessions: set[ServerSession] = field(default_factory=set)
   task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -90,6 +95,27 @@ class StreamWatchers:
       if watch.task is not None:
         watch.task.cancel()
 
+  def add_session(
+    self,
+    key: str | None,
+    stream_id: str,
+    session: ServerSession,
+    make_client: Callable[[], BondClient],
+  ) -> None:
+    """Subscribe a handshake-era session (`resources/subscribe`); twice counts once."""
+    watch = self._watches.get((key, stream_id))
+    if watch is not None and session in watch.sessions:
+      return
+    self.acquire(key, stream_id, make_client)
+    self._watches[(key, stream_id)].sessions.add(session)
+
+  def remove_session(self, key: str | None, stream_id: str, session: ServerSession) -> None:
+    """Unsubscribe a handshake-era session."""
+    watch = self._watches.get((key, stream_id))
+    if watch is not None and session in watch.sessions:
+      watch.sessions.discard(session)
+      self.release(key, stream_id)
+
   def latest(self, key: str | None, stream_id: str) -> tuple[bool, dict[str, Any] | None]:
     """Return whether a listener follows the stream, and the newest window it has seen."""
     watch = self._watches.get((key, stream_id))
@@ -105,13 +131,25 @@ class StreamWatchers:
       async for event in watch.client.listen(stream_id):
         watch.latest = dict(event)
         await self.bus.publish(ResourceUpdated(uri=uri))
+        await self._tell_sessions(watch, uri)
     except BondError as err:
       # A deleted stream or a refused key: subscribers get one last update and read the error.
       watch.error = err.message
       log.info("bond mcp: stopped following %s: %s", stream_id, err.message)
       await self.bus.publish(ResourceUpdated(uri=uri))
+      await self._tell_sessions(watch, uri)
     finally:
       await watch.client.aclose()
+
+  async def _tell_sessions(self, watch: _Watch, uri: str) -> None:
+    for session in list(watch.sessions):
+      try:
+        await session.send_resource_updated(uri)
+      except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+        # The host went away without unsubscribing.
+        for (key, sid), found in list(self._watches.items()):
+          if found is watch:
+            self.remove_session(key, sid, session)
 
   async def aclose(self) -> None:
     """Stop every listener."""
