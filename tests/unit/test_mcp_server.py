@@ -5,11 +5,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from bond.mcp_server.fields import COLUMNS, FIELDS, compact_rows, parse_time_ms, table
 from bond.mcp_server.http import ApiKeyMiddleware
 from bond.mcp_server.server import bearer
-from bond.mcp_server.watch import latest_uri, stream_of
+from bond.mcp_server.watch import StreamWatchers, TooManyWatchesError, latest_uri, stream_of
 from bond.mcp_server.windows import last_window_end
 from bond.schemas import AggregatedEvent
 
@@ -111,3 +112,34 @@ def test_the_key_check_answers_401_json_unless_a_configured_key_is_sent():
   status, body = _call(guarded, [(b"authorization", b"Bearer k3")])
   assert status == 401 and b"unknown API key" in body
   assert _call(ApiKeyMiddleware(_ok, ()), []) == (200, b"ok")  # no keys configured: open
+
+
+class _Quiet:
+  """A stand-in SDK client whose stream never sends (no I/O)."""
+
+  async def listen(self, stream_id: str) -> Any:
+    await asyncio.Event().wait()
+    yield {}
+
+  async def aclose(self) -> None:
+    return None
+
+
+async def test_followed_streams_are_bounded_and_legacy_only_ones_make_room():
+  watchers = StreamWatchers(InMemorySubscriptionBus(), max_streams=2)
+  quiet: Any = _Quiet
+  a, b, c, d = (ch * 16 for ch in "abcd")
+  watchers.add_session(None, a, object(), quiet)  # type: ignore[arg-type]
+  watchers.acquire(None, b, quiet)
+  watchers.acquire(None, b, quiet)  # a second subscriber shares the listener
+  assert len(watchers) == 2
+  watchers.acquire(None, c, quiet)  # full: the stream only a 2025 session wanted goes
+  assert watchers.latest(None, a) == (False, None) and len(watchers) == 2
+  with pytest.raises(TooManyWatchesError, match="limit"):
+    watchers.acquire(None, d, quiet)
+  watchers.release(None, b)
+  assert watchers.latest(None, b) == (True, None)  # one subscriber left
+  watchers.release(None, b)
+  assert watchers.latest(None, b) == (False, None)
+  await watchers.aclose()
+  assert len(watchers) == 0

@@ -5,7 +5,8 @@ While at least one `subscriptions/listen` stream of a client wants
 latest window and publishes `ResourceUpdated` on the MCP subscription bus for each new one.
 The last subscriber leaving stops it. Hosts on the handshake-era protocol (2025) subscribe
 with `resources/subscribe` instead; their sessions get `notifications/resources/updated`
-directly, and a session that can no longer be written to is dropped.
+directly. Their sessions cannot be seen going away, so a stream followed only for them is
+the first to stop when the limit is reached.
 """
 
 import asyncio
@@ -16,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
 
@@ -73,6 +73,8 @@ class StreamWatchers:
     watch = self._watches.get((key, stream_id))
     if watch is None:
       if len(self._watches) >= self.max_streams:
+        self._evict_legacy_only()
+      if len(self._watches) >= self.max_streams:
         raise TooManyWatchesError(
           f"this server already follows {self.max_streams} subscribed streams (the limit); "
           "end a subscription first, or poll with wait_for_windows"
@@ -94,6 +96,22 @@ class StreamWatchers:
       del self._watches[(key, stream_id)]
       if watch.task is not None:
         watch.task.cancel()
+
+  def _evict_legacy_only(self) -> None:
+    """Stop the oldest stream followed only for handshake-era sessions.
+
+    Those sessions cannot be seen going away (the SDK drops notifications to a closed session
+    silently), so at the limit they make room rather than block live subscriptions forever.
+    """
+    for key, watch in self._watches.items():  # oldest first (insertion order)
+      if watch.refs == len(watch.sessions):
+        watch.refs = 0
+        watch.sessions.clear()
+        del self._watches[key]
+        if watch.task is not None:
+          watch.task.cancel()
+        log.info("bond mcp: stopped following %s for resources/subscribe sessions", key[1])
+        return
 
   def add_session(
     self,
@@ -143,13 +161,7 @@ class StreamWatchers:
 
   async def _tell_sessions(self, watch: _Watch, uri: str) -> None:
     for session in list(watch.sessions):
-      try:
-        await session.send_resource_updated(uri)
-      except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-        # The host went away without unsubscribing.
-        for (key, sid), found in list(self._watches.items()):
-          if found is watch:
-            self.remove_session(key, sid, session)
+      await session.send_resource_updated(uri)  # dropped silently once the session is closed
 
   async def aclose(self) -> None:
     """Stop every listener."""
