@@ -186,6 +186,18 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 130
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+  """Serve Bond's MCP server over stdio for an AI agent host."""
+  try:
+    from bond.mcp_server import build_server, run_stdio
+  except ImportError as err:
+    raise BondError(
+      f"the MCP server needs the mcp extra: pip install 'bond-streams[mcp]' ({err})"
+    ) from err
+  run_stdio(build_server(api_url=args.api_url, api_key=args.api_key))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   """Return the argument parser of the `bond` command."""
   parser = argparse.ArgumentParser(
@@ -236,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     help="default: table on a terminal, json otherwise",
   )
   p.set_defaults(func=cmd_listen)
+  p = sub.add_parser(
+    "mcp", help="serve the MCP server over stdio for an AI agent (BOND_API_URL, BOND_API_KEY)"
+  )
+  p.set_defaults(func=cmd_mcp)
   return parser
 
 
