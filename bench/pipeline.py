@@ -22,12 +22,12 @@ import httpx
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.stack import drop_topics, ensure_infra, free_port, write_result
+from bench.stack import ensure_infra, free_port, write_result
 from bond.compiler import stream_id as make_stream_id
 from bond.registry import RegistryWriter, new_record
 from bond.schemas import StreamSpec
 from bond.topics import CATALOG, stream_topic
-from bond.topics.admin import TopicAdmin
+from bond.topics.admin import TopicAdmin, drop_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 SYMBOLS = [

@@ -29,6 +29,7 @@ from bond.gateway.observe import ApiMetrics, ObserveMiddleware
 from bond.gateway.openapi import build_openapi
 from bond.gateway.quota import RateLimiter, StreamQuota
 from bond.gateway.state import ApiState
+from bond.mcp_server import McpHttp, build_server
 from bond.registry import Registry, RegistryWriter
 from bond.topics.admin import TopicAdmin
 
@@ -47,6 +48,15 @@ def create_api_app(
   logredact.install()  # uvicorn logs request lines, with ?token=...
   metrics = ApiMetrics()
   openapi = build_openapi()
+  # /mcp: the MCP server for AI agents (streamable HTTP). Each tool call goes back through this
+  # API over loopback with the caller's own key, so it gets every check a REST caller gets.
+  mcp = McpHttp(
+    build_server(
+      api_url=conf.bond_mcp_api_url or f"http://127.0.0.1:{conf.api_port}", api_key=None
+    ),
+    keys=set(conf.api_keys),
+    allowed_hosts=conf.mcp_allowed_hosts,
+  )
 
   @contextlib.asynccontextmanager
   async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -80,6 +90,7 @@ def create_api_app(
         rate=RateLimiter(redis, conf.bond_api_rate_per_sec, conf.bond_api_rate_burst),
         cpu=cpu,
       )
+      await stack.enter_async_context(mcp.lifespan())
       log.info("REST API ready: %d streams, %d API keys", len(registry.all()), len(keys))
       yield {"api": state}
 
@@ -97,6 +108,7 @@ def create_api_app(
     Route("/readyz", ep.readyz, methods=["GET"]),
     Route("/metrics", ep.prometheus, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/mcp", endpoint=mcp.asgi),
   ]
   handlers: dict[Any, Any] = {
     HTTPException: http_error_handler,

@@ -102,3 +102,23 @@ async def ensure_catalog(bootstrap: str) -> list[str]:
   """Create every catalog topic that is missing; return the names created."""
   async with TopicAdmin(bootstrap) as admin:
     return await admin.ensure()
+
+
+async def drop_topics(bootstrap: str, prefixes: tuple[str, ...]) -> int:
+  """Delete every topic whose name starts with one of `prefixes` (a test's or bench's own).
+
+  Best effort and bounded: a run must not leave thousands of topics in a broker that the
+  next run reuses. Returns how many were deleted.
+  """
+  admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+  try:
+    await asyncio.wait_for(admin.start(), 15)
+    names = sorted(n for n in await admin.list_topics() if n.startswith(prefixes))
+    for i in range(0, len(names), 500):
+      await asyncio.wait_for(admin.delete_topics(names[i : i + 500]), 60)
+    return len(names)
+  except (KafkaError, OSError, TimeoutError) as err:
+    log.warning("topics %s not deleted: %s", prefixes, err)
+    return 0
+  finally:
+    await admin.close()

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
   bond_ccxt_mode: Literal["rest", "ws"] = "ws"
   bond_poll_sec: float = Field(5.0, gt=0)
   bond_api_keys: str = ""
+  # The API's /mcp endpoint: where its tools call the API back (default this API on loopback),
+  # and the Host headers it answers (DNS-rebinding guard; "" turns it off behind a proxy).
+  bond_mcp_api_url: str = ""
+  bond_mcp_hosts: str = "127.0.0.1:*,localhost:*,[::1]:*"
   bond_ws_queue: int = Field(256, ge=1)
   # -- exposure limits (README "Security"): sockets, tokens, API fairness
   bond_ws_queue_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
@@ -101,6 +105,11 @@ class Settings(BaseSettings):
   def exchanges(self) -> list[str]:
     """Return the configured exchange ids, in order."""
     return self.bond_exchanges.split(",")
+
+  @property
+  def mcp_allowed_hosts(self) -> tuple[str, ...]:
+    """Return the Host headers /mcp answers (empty: no check)."""
+    return tuple(h.strip() for h in self.bond_mcp_hosts.split(",") if h.strip())
 
   @property
   def api_keys(self) -> dict[str, str]:

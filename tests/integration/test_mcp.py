@@ -8,7 +8,7 @@ import itertools
 import json
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,15 +16,12 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
 
-from bench.stack import drop_topics
 from bond.devstack import DevStack
-from bond.mcp_server import build_server, http_app
 from tests.conftest import REDIS_URL, TEST_KAFKA_PORT, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -87,7 +84,7 @@ def platform(infra: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
     yield Platform(api_url, key)
   finally:
     stack.down()
-    asyncio.run(drop_topics(infra["bootstrap"], (prefix,)))
+    _drop_topics(infra["bootstrap"], prefix)
 
 
 async def _create_topics(bootstrap: str, prefix: str) -> None:
@@ -98,6 +95,12 @@ async def _create_topics(bootstrap: str, prefix: str) -> None:
 
   async with TopicAdmin(bootstrap) as admin:
     await admin.ensure([dataclasses.replace(t, name=prefix + t.name) for t in CATALOG])
+
+
+def _drop_topics(bootstrap: str, prefix: str) -> None:
+  from bond.topics.admin import drop_topics
+
+  asyncio.run(drop_topics(bootstrap, (prefix,)))
 
 
 def _json(result: Any) -> dict[str, Any]:
@@ -230,19 +233,9 @@ async def test_stdio_agent_creates_listens_reads_and_subscribes(platform: Platfo
 
 
 @pytest.fixture
-async def mcp_url(platform: Platform) -> AsyncIterator[str]:
-  """Serve the /mcp app (API key required) under uvicorn on a free port."""
-  port = free_port()
-  app = http_app(build_server(api_url=platform.api_url, api_key=None), keys={platform.api_key})
-  server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-  task = asyncio.create_task(server.serve())
-  async with asyncio.timeout(30):
-    while not server.started:
-      assert not task.done(), "uvicorn exited"
-      await asyncio.sleep(0.02)
-  yield f"http://127.0.0.1:{port}/mcp"
-  server.should_exit = True
-  await asyncio.wait_for(task, 30)
+def mcp_url(platform: Platform) -> str:
+  """The API's own /mcp endpoint (streamable HTTP; the API key is required)."""
+  return f"{platform.api_url}/mcp"
 
 
 async def test_http_requires_a_key_then_serves_an_agent(platform: Platform, mcp_url: str) -> None:
