@@ -255,7 +255,7 @@ ERRORS = [
   ("   \n\t ", "empty"),
   ("every 5s", "no symbol"),
   ("price and tweets every 5s", "no symbol"),
-  ("BTC every 5s", "no data source"),
+  ("BTC frobnicate every 5s", "no data source"),
   ("hello world", "no symbol"),
   ("BTC price every 0s", "must be positive"),
   ("BTC price every -5 seconds", "must be positive"),

@@ -107,8 +107,7 @@ _NOT_TICKERS = frozenset(
 _CCXT_WORDS = frozenset(
   """price prices pricing ticker tickers tick ticks trade trades trading volume volumes vol
   market markets ohlc ohlcv candle candles candlestick candlesticks kline klines bar bars
-  quote quotes bid bids ask asks spread vwap orderbook ccxt ccxt.ticker ccxt.trades
-  exchange exchanges cex""".split()
+  quote quotes vwap ccxt ccxt.ticker ccxt.trades exchange exchanges cex px pxs prx""".split()
 )
 _LIQUIDATION_WORDS = frozenset("liquidation liquidations liq liqs liquidated rekt".split())
 _TWITTER_WORDS = frozenset(
@@ -139,20 +138,76 @@ _UNITS = {
   **dict.fromkeys("h hr hrs hour hours".split(), Decimal(3600)),
   **dict.fromkeys("d day days".split(), Decimal(86400)),
 }
-_NUMBER_WORDS = (
-  {"a": 1, "an": 1}
-  | {
-    word: n
-    for n, word in enumerate("zero one two three four five six seven eight nine ten".split())
-  }
-  | {"fifteen": 15, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60}
-)
+_ONES = """zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen
+  fifteen sixteen seventeen eighteen nineteen""".split()
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60}
+_NUMBER_WORDS = {"a": 1, "an": 1} | {word: n for n, word in enumerate(_ONES)} | _TENS
+# "half a minute", "a quarter of an hour", "three quarters of a minute".
+_FRACTION_WORDS = {
+  "half": Decimal("0.5"),
+  "halves": Decimal("0.5"),
+  "quarter": Decimal("0.25"),
+  "quarters": Decimal("0.25"),
+  "third": Decimal(1) / 3,
+  "thirds": Decimal(1) / 3,
+}
+# A duration right before these is the window ("5 second windows", "30s candles").
+_WINDOW_NOUNS = frozenset("window windows bucket buckets interval intervals".split())
+# A duration after these asks for the past (a backfill) or for a lifetime, not a window.
+_PAST_WORDS = frozenset("last past previous prior recent".split())
+_LIFETIME_WORDS = frozenset("next coming".split())
 _EVERY = frozenset({"every", "each", "per"})
 _INTERVAL_WORDS = _EVERY | {"interval", "intervals"}
 _ADJECTIVE_UNITS = {"hourly": 3600}
 # A duration right before these describes the data ("24h volume"), not the window.
 _DESCRIPTIVE_FOLLOWERS = frozenset("volume change high low stats ago history".split())
 _CONNECTORS = frozenset({",", "&", "+", ";", "|", "and", "or", "plus"})
+
+# What Bond has, said when a sentence asks for something else.
+AVAILABLE = (
+  "exchange prices (average, open/high/low/close, VWAP), volume and trade counts (say price, "
+  "trades, candles or volume), liquidations, tweets from X, Solana on-chain transactions, "
+  "transfers, blocks and accounts, and custom WebSocket URLs"
+)
+# Content words: they ask for data or behaviour Bond does not have. A sentence naming one
+# is refused (never compiled with the word dropped). Word -> what it asks for.
+_UNSERVED = _words(
+  {
+    "an order book": "orderbook orderbooks order-book book books depth l2 level2 dom",
+    "bid/ask quotes": "bid bids asks bidask bid/ask spread spreads",
+    "funding rates": "funding",
+    "open interest": "oi",
+    "options data": "options option greeks iv implied strike strikes expiry",
+    "mark or index prices": "mark index",
+    "basis or premium": "basis premium",
+    "market capitalisation": "mcap marketcap cap capitalization capitalisation dominance",
+    "liquidity data": "liquidity",
+    "volatility": "volatility",
+    "technical indicators": """rsi macd ema sma bollinger indicator indicators
+      atr stochastic""",
+    "alerts or signals": "alert alerts signal signals notify notification notifications",
+    "predictions": "prediction predictions forecast forecasts",
+    "news": "news headline headlines article articles",
+    "other social networks": "reddit telegram discord youtube tiktok farcaster",
+    "gas or fees": "gas fee fees mempool",
+    "DeFi data": "tvl staking apy apr yield yields",
+    "whale tracking": "whale whales",
+    "fund flows": "flow flows inflow inflows outflow outflows netflow netflows",
+    "supply data": "supply hashrate",
+    "sentiment indexes": "greed",
+  }
+)
+# Two-word content phrases (checked before the words).
+_UNSERVED_PAIRS = {
+  ("order", "book"): "an order book",
+  ("order", "books"): "an order book",
+  ("open", "interest"): "open interest",
+  ("market", "cap"): "market capitalisation",
+  ("moving", "average"): "technical indicators",
+  ("moving", "averages"): "technical indicators",
+  ("long", "short"): "long/short ratios",
+  ("fear", "and"): "sentiment indexes",
+}
 
 _FILLER = frozenset(
   """give me us stream streams streaming with and or plus feed feeds data the of for please
@@ -166,7 +221,10 @@ _FILLER = frozenset(
   its their that this what is are be it then than spot perp perps perpetual perpetuals
   futures rate snapshot snapshots summary emit emitted rolling level levels counts count
   events event pair pairs symbol symbols source sources custom once few several vs versus
-  against quoted denominated usdt usd usdc busd fdusd eur do let lets thanks thank""".split()
+  against quoted denominated usdt usd usdc busd fdusd eur do let lets thanks thank
+  something kindly hello ok okay yo sure go ahead now right away quick quickly asap
+  continuously continuous constantly ongoing regularly regular keep keeps push pushed
+  websocket socket""".split()
 )
 
 _TOKEN_RE = re.compile(

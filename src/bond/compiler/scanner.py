@@ -14,18 +14,31 @@ from bond.compiler.lexicon import (
   _DESCRIPTIVE_FOLLOWERS,
   _EVERY,
   _FILLER,
+  _FRACTION_WORDS,
   _INTERVAL_WORDS,
+  _LIFETIME_WORDS,
   _LIQUIDATION_WORDS,
   _MULTIWORD_ASSETS,
   _NOT_TICKERS,
   _NUMBER_WORDS,
   _ONCHAIN_WORDS,
+  _PAST_WORDS,
   _QUOTE_LINKS,
   _QUOTES,
   _SOURCE_WORDS,
+  _TENS,
   _TWITTER_WORDS,
   _UNITS,
+  _UNSERVED,
+  _UNSERVED_PAIRS,
+  _WINDOW_NOUNS,
 )
+
+# Words that may stand between "last"/"past" and its duration ("the last few hours").
+_VAGUE = frozenset("few couple of several many the".split())
+# "ask" is a verb after or before these ("can I ask for"), otherwise the ask side of a book.
+_ASK_VERB_NEXT = frozenset("for you me to about if whether".split())
+_AFTER_DURATION_PAST = frozenset("ago back".split())
 
 
 @dataclass
@@ -49,6 +62,9 @@ class _Found:
   urls: list[str] = field(default_factory=list)
   intervals: list[_Interval] = field(default_factory=list)
   unknown: list[str] = field(default_factory=list)
+  unserved: list[tuple[str, str]] = field(default_factory=list)  # (word, what it asks for)
+  past: list[str] = field(default_factory=list)  # "last hour": a backfill request
+  lifetime: list[str] = field(default_factory=list)  # "for 10 minutes": a stream's lifetime
   malformed: list[tuple[str, str]] = field(default_factory=list)  # (word, why)
 
 
@@ -139,10 +155,85 @@ class _Scanner:
       self._ahead[k] = result
     return result
 
-  def _interval(self, seconds: Decimal, written: str, explicit: bool, after: int) -> None:
-    if not explicit and self._low(after) in _DESCRIPTIVE_FOLLOWERS:
-      return
+  def _interval(self, seconds: Decimal, written: str, explicit: bool, after: int) -> int:
+    """Record a duration read before token `after`; return where to go on."""
+    follower = self._low(after)
+    if follower in _AFTER_DURATION_PAST:
+      self.found.past.append(f"{written} {follower}")  # "2 hours ago"
+      return after + 1
+    if follower in _WINDOW_NOUNS:
+      explicit = True  # "5 second windows"
+    elif not explicit and follower in _DESCRIPTIVE_FOLLOWERS:
+      return after
     self.found.intervals.append(_Interval(seconds, written, explicit))
+    return after
+
+  def _spoken(self, i: int) -> tuple[Decimal, int] | None:
+    """Read a quantity in words at token i: five, twenty five, two and a half, a quarter,
+    three quarters, half. Return (value, index after it) or None."""
+    low = self._low(i)
+    if low in _FRACTION_WORDS:
+      return _FRACTION_WORDS[low], i + 1  # "half a minute", "quarter hour"
+    if low not in _NUMBER_WORDS:
+      return None
+    value = Decimal(_NUMBER_WORDS[low])
+    j = i + 1
+    ones = self._low(j)
+    if low in _TENS and ones in _NUMBER_WORDS and 0 < _NUMBER_WORDS[ones] < 10:
+      value += _NUMBER_WORDS[ones]  # "twenty five", "twenty-five"
+      j += 1
+    if self._low(j) == "and" and self._low(j + 1) in ("a", "an"):
+      frac = _FRACTION_WORDS.get(self._low(j + 2))
+      if frac is not None:
+        return value + frac, j + 3  # "two and a half"
+    frac = _FRACTION_WORDS.get(self._low(j))
+    if frac is not None:
+      return value * frac, j + 1  # "a half", "three quarters"
+    return value, j
+
+  def _duration(self, i: int, *, bare: bool) -> tuple[Decimal, str, int] | None:
+    """Read a duration starting at token i ("5s", "10 seconds", "half a minute", "twenty
+    five secs", and with `bare` a lone unit: "minute"). Return (seconds, as written, the
+    index after it) or None."""
+    tok = self._tok(i)
+    if tok is None:
+      return None
+    j = i
+    if tok.kind == "num":
+      unit = tok.unit
+      j = i + 1
+      if unit is None:
+        if self._low(j) not in _UNITS:
+          return None
+        unit = self.toks[j].text
+        j += 1
+      try:
+        value = Decimal(tok.text)
+      except InvalidOperation:
+        return None
+      seconds = value * _UNITS[unit.lower()]
+    else:
+      spoken = self._spoken(i)
+      if spoken is not None:
+        value, j = spoken
+        if self._low(j) == "of":
+          j += 1  # "a quarter of an hour"
+        if self._low(j) in ("a", "an") and self._low(j + 1) in _UNITS:
+          j += 1  # "half a minute"
+      elif not bare:
+        return None
+      else:
+        value = Decimal(1)
+      unit = self._low(j)
+      if unit not in _UNITS or len(unit) < 2:
+        return None
+      seconds = value * _UNITS[unit]
+      j += 1
+    if self._low(j) == "and" and self._low(j + 1) in ("a", "an") and self._low(j + 2) == "half":
+      seconds += _UNITS[unit.lower()] / 2  # "a minute and a half"
+      j += 3
+    written = " ".join(t.text + (t.unit or "") for t in self.toks[i:j])
+    return seconds, written, j
 
   # -------------------------------------------------------------- one token
 
@@ -162,13 +253,13 @@ class _Scanner:
 
   def _number(self, i: int, tok: _Tok) -> int:
     explicit = self._low(i - 1) in _EVERY
+    duration = self._duration(i, bare=False)
+    if duration is not None:
+      seconds, written, nxt = duration
+      return self._interval(seconds, written, explicit, nxt)
     unit = tok.unit
     nxt = i + 1
     written = tok.text + (unit or "")
-    if unit is None and self._low(i + 1) in _UNITS:
-      unit = self.toks[i + 1].text
-      nxt = i + 2
-      written = f"{tok.text} {unit}"
     if unit is None:
       if self._low(i - 1) not in _INTERVAL_WORDS:
         self.found.malformed.append(
@@ -181,8 +272,7 @@ class _Scanner:
     except InvalidOperation:
       self.found.malformed.append((tok.text, f"{tok.text!r} is not a number"))
       return nxt
-    self._interval(value * _UNITS[unit.lower()], written, explicit, nxt)
-    return nxt
+    return self._interval(value * _UNITS[unit.lower()], written, explicit, nxt)
 
   def _word(self, i: int, tok: _Tok) -> int:
     low = tok.low
@@ -196,19 +286,43 @@ class _Scanner:
     if pair == ("on", "chain"):
       found.onchain = True
       return i + 2
-    if pair == ("order", "book"):
-      found.ccxt = True
-      return i + 2
+    if not tok.prefixed:
+      if pair in _UNSERVED_PAIRS:
+        found.unserved.append((f"{tok.text} {self.toks[i + 1].text}", _UNSERVED_PAIRS[pair]))
+        return i + 2
+      if low in _UNSERVED:
+        found.unserved.append((tok.text, _UNSERVED[low]))
+        return i + 1
+      if low == "ask" and nxt_low not in _ASK_VERB_NEXT:
+        found.unserved.append((tok.text, "bid/ask quotes"))
+        return i + 1
 
-    if low in _NUMBER_WORDS and nxt_low in _UNITS and len(nxt_low) > 1:
-      explicit = self._low(i - 1) in _EVERY
-      self._interval(
-        Decimal(_NUMBER_WORDS[low]) * _UNITS[nxt_low], f"{low} {nxt_low}", explicit, i + 2
-      )
-      return i + 2
-    if low in _EVERY and nxt_low in _UNITS and len(nxt_low) > 1:
-      self._interval(_UNITS[nxt_low], f"{low} {nxt_low}", True, i + 2)
-      return i + 2
+    if low in _PAST_WORDS or low in _LIFETIME_WORDS or low == "for":
+      j = i + 1
+      while self._low(j) in _VAGUE and j < i + 4:
+        j += 1
+      # "for" takes a duration only right after it ("for 10 minutes", not "for the data").
+      duration = self._duration(j, bare=low != "for") if low != "for" or j == i + 1 else None
+      if duration is not None and self._low(duration[2]) not in _WINDOW_NOUNS:
+        phrase = " ".join(t.text for t in self.toks[i:j]) + " " + duration[1]
+        (found.past if low in _PAST_WORDS else found.lifetime).append(phrase)
+        return duration[2]
+
+    if low in _NUMBER_WORDS or low in _FRACTION_WORDS:
+      duration = self._duration(i, bare=False)
+      if duration is not None:
+        seconds, written, nxt = duration
+        return self._interval(seconds, written, self._low(i - 1) in _EVERY, nxt)
+    if low in _EVERY:
+      if nxt_low == "other":
+        duration = self._duration(i + 2, bare=True)
+        if duration is not None:
+          seconds, written, nxt = duration
+          return self._interval(2 * seconds, f"{low} other {written}", True, nxt)
+      duration = self._duration(i + 1, bare=True)
+      if duration is not None:
+        seconds, written, nxt = duration
+        return self._interval(seconds, written, True, nxt)
     if low in _ADJECTIVE_UNITS:
       self._interval(Decimal(_ADJECTIVE_UNITS[low]), low, False, i + 1)
       return i + 1
