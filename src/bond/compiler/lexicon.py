@@ -156,11 +156,17 @@ _WINDOW_NOUNS = frozenset("window windows bucket buckets interval intervals".spl
 # A duration after these asks for the past (a backfill) or for a lifetime, not a window.
 _PAST_WORDS = frozenset("last past previous prior recent".split())
 _LIFETIME_WORDS = frozenset("next coming".split())
+# Words asking for past data whatever follows them.
+_HISTORY_WORDS = frozenset("history historical backfill backfilled backfilling replay".split())
+# "every few seconds": no number to read; refused rather than guessed.
+_VAGUE_COUNTS = frozenset("few several many some".split())
+# "twice a minute", "3 times per hour": a count per unit.
+_TIMES = {"once": 1, "twice": 2, "thrice": 3}
 _EVERY = frozenset({"every", "each", "per"})
 _INTERVAL_WORDS = _EVERY | {"interval", "intervals"}
 _ADJECTIVE_UNITS = {"hourly": 3600}
 # A duration right before these describes the data ("24h volume"), not the window.
-_DESCRIPTIVE_FOLLOWERS = frozenset("volume change high low stats ago history".split())
+_DESCRIPTIVE_FOLLOWERS = frozenset("volume change high low stats".split())
 _CONNECTORS = frozenset({",", "&", "+", ";", "|", "and", "or", "plus"})
 
 # What Bond has, said when a sentence asks for something else.
@@ -194,7 +200,7 @@ _UNSERVED = _words(
     "whale tracking": "whale whales",
     "fund flows": "flow flows inflow inflows outflow outflows netflow netflows",
     "supply data": "supply hashrate",
-    "sentiment indexes": "greed",
+    "sentiment indexes": "fear greed",
   }
 )
 # Two-word content phrases (checked before the words).
@@ -206,7 +212,6 @@ _UNSERVED_PAIRS = {
   ("moving", "average"): "technical indicators",
   ("moving", "averages"): "technical indicators",
   ("long", "short"): "long/short ratios",
-  ("fear", "and"): "sentiment indexes",
 }
 
 _FILLER = frozenset(

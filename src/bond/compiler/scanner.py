@@ -1,5 +1,6 @@
 """One left-to-right pass over a sentence's tokens, collecting what it asks for."""
 
+import contextlib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
@@ -15,6 +16,7 @@ from bond.compiler.lexicon import (
   _EVERY,
   _FILLER,
   _FRACTION_WORDS,
+  _HISTORY_WORDS,
   _INTERVAL_WORDS,
   _LIFETIME_WORDS,
   _LIQUIDATION_WORDS,
@@ -27,10 +29,12 @@ from bond.compiler.lexicon import (
   _QUOTES,
   _SOURCE_WORDS,
   _TENS,
+  _TIMES,
   _TWITTER_WORDS,
   _UNITS,
   _UNSERVED,
   _UNSERVED_PAIRS,
+  _VAGUE_COUNTS,
   _WINDOW_NOUNS,
 )
 
@@ -39,6 +43,7 @@ _VAGUE = frozenset("few couple of several many the".split())
 # "ask" is a verb after or before these ("can I ask for"), otherwise the ask side of a book.
 _ASK_VERB_NEXT = frozenset("for you me to about if whether".split())
 _AFTER_DURATION_PAST = frozenset("ago back".split())
+_PER = frozenset("a an per every each".split())
 
 
 @dataclass
@@ -168,12 +173,37 @@ class _Scanner:
     self.found.intervals.append(_Interval(seconds, written, explicit))
     return after
 
+  def _per(self, i: int, times: Decimal) -> int | None:
+    """Read "twice a minute", "3 times per hour" at token i as an interval; return the
+    index after it, or None."""
+    j = i + (2 if self._low(i + 1) == "times" else 1)
+    if times <= 0 or self._low(j) not in _PER:
+      return None
+    duration = self._duration(j + 1, bare=True)
+    if duration is None:
+      return None
+    seconds, written, nxt = duration
+    phrase = " ".join(t.text for t in self.toks[i : j + 1]) + " " + written
+    return self._interval(seconds / times, phrase, True, nxt)
+
+  def _keyed_unit(self, i: int) -> str | None:
+    """Return the unit of a number written as a key's value: "interval_sec=5" (sec),
+    "interval: 5", "window=30" (s), or None."""
+    k = i - 1
+    unit = "s"
+    if self._low(k) in _UNITS:
+      unit = self._low(k)
+      k -= 1
+    return unit if self._low(k) in _INTERVAL_WORDS | _WINDOW_NOUNS else None
+
   def _spoken(self, i: int) -> tuple[Decimal, int] | None:
     """Read a quantity in words at token i: five, twenty five, two and a half, a quarter,
     three quarters, half. Return (value, index after it) or None."""
     low = self._low(i)
     if low in _FRACTION_WORDS:
       return _FRACTION_WORDS[low], i + 1  # "half a minute", "quarter hour"
+    if low == "couple" or (low in ("a", "an") and self._low(i + 1) == "couple"):
+      return Decimal(2), i + (1 if low == "couple" else 2)  # "a couple of minutes"
     if low not in _NUMBER_WORDS:
       return None
     value = Decimal(_NUMBER_WORDS[low])
@@ -253,6 +283,11 @@ class _Scanner:
 
   def _number(self, i: int, tok: _Tok) -> int:
     explicit = self._low(i - 1) in _EVERY
+    if tok.unit is None and self._low(i + 1) == "times":
+      with contextlib.suppress(InvalidOperation):
+        per = self._per(i, Decimal(tok.text))
+        if per is not None:
+          return per
     duration = self._duration(i, bare=False)
     if duration is not None:
       seconds, written, nxt = duration
@@ -261,12 +296,12 @@ class _Scanner:
     nxt = i + 1
     written = tok.text + (unit or "")
     if unit is None:
-      if self._low(i - 1) not in _INTERVAL_WORDS:
+      unit = self._keyed_unit(i)
+      if unit is None:
         self.found.malformed.append(
           (tok.text, f"the number {tok.text} has no unit (write 5s, 10 seconds or 1m)")
         )
         return nxt
-      unit = "s"
     try:
       value = Decimal(tok.text)
     except InvalidOperation:
@@ -296,6 +331,26 @@ class _Scanner:
       if low == "ask" and nxt_low not in _ASK_VERB_NEXT:
         found.unserved.append((tok.text, "bid/ask quotes"))
         return i + 1
+
+    if low in _HISTORY_WORDS:
+      found.past.append(tok.text)
+      return i + 1
+    times: Decimal | None = Decimal(_TIMES[low]) if low in _TIMES else None
+    if times is None and self._low(i + 1) == "times":
+      spoken = self._spoken(i)
+      times = spoken[0] if spoken is not None and spoken[1] == i + 1 else None
+    if times is not None:
+      per = self._per(i, times)
+      if per is not None:
+        return per
+    if low in _EVERY and self._low(i + 1) in _VAGUE_COUNTS:
+      j = i + 2
+      while self._low(j) == "of":
+        j += 1
+      if self._low(j) in _UNITS:
+        phrase = " ".join(t.text for t in self.toks[i : j + 1])
+        found.malformed.append((phrase, f"{phrase!r} gives no number (write every 5 seconds)"))
+        return j + 1
 
     if low in _PAST_WORDS or low in _LIFETIME_WORDS or low == "for":
       j = i + 1
@@ -356,6 +411,8 @@ class _Scanner:
       found.chain_named = found.onchain = True
       return i + 1
     if low in _ASSETS:
+      if self._low(i - 1) in ("in", "against") and self.unquoted and not tok.possessive:
+        return self._quote(i, _ASSETS[low].lower())  # "ETH price in BTC"
       self._add_symbol(i, _ASSETS[low])
       return i + 1
     if low in _AMBIGUOUS_ASSETS:

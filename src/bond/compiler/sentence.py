@@ -7,8 +7,8 @@ from pydantic import ValidationError
 from bond.compiler.lexer import _tokenize
 from bond.compiler.lexicon import (
   _DEFAULT_ONCHAIN_TYPES,
-  AVAILABLE,
   _EXCHANGE_WORDS,
+  AVAILABLE,
   DEFAULT_INTERVAL_SEC,
   EXAMPLES,
   MAX_INTERVAL_SEC,
