@@ -1,7 +1,7 @@
 """Split a sentence into tokens, and read a token as an asset or a pair."""
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bond.compiler.lexicon import (
   _AMBIGUOUS_ASSETS,
@@ -24,10 +24,10 @@ class _Tok:
   prefixed: bool = False
   possessive: bool = False
   unit: str | None = None
+  low: str = field(init=False, repr=False)  # text.lower(), read many times per token
 
-  @property
-  def low(self) -> str:
-    return self.text.lower()
+  def __post_init__(self) -> None:
+    self.low = self.text.lower()
 
 
 def _tokenize(text: str) -> list[_Tok]:

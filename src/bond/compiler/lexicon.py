@@ -190,7 +190,7 @@ _UNSERVED = _words(
     "liquidity data": "liquidity",
     "volatility": "volatility",
     "technical indicators": """rsi macd ema sma bollinger indicator indicators
-      atr stochastic""",
+      atr stochastic cvd heatmap heatmaps""",
     "alerts or signals": "alert alerts signal signals notify notification notifications",
     "predictions": "prediction predictions forecast forecasts",
     "news": "news headline headlines article articles",
@@ -198,7 +198,8 @@ _UNSERVED = _words(
     "gas or fees": "gas fee fees mempool",
     "DeFi data": "tvl staking apy apr yield yields",
     "whale tracking": "whale whales",
-    "fund flows": "flow flows inflow inflows outflow outflows netflow netflows",
+    "fund flows": """flow flows orderflow inflow inflows outflow outflows netflow
+      netflows""",
     "supply data": "supply hashrate",
     "sentiment indexes": "fear greed",
   }

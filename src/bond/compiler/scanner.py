@@ -345,7 +345,7 @@ class _Scanner:
         return per
     if low in _EVERY and self._low(i + 1) in _VAGUE_COUNTS:
       j = i + 2
-      while self._low(j) == "of":
+      if self._low(j) == "of":
         j += 1
       if self._low(j) in _UNITS:
         phrase = " ".join(t.text for t in self.toks[i : j + 1])
