@@ -413,6 +413,28 @@ PEOPLE: list[tuple[str, list[str], list[str], int, list[str] | None, bool, list[
   ("tweets mentioning BTC", ["BTC/USDT"], [T], 5, None, False, None),
   ("X posts about ETH every 30s", ["ETH/USDT"], [T], 30, None, False, None),
   ("btc price every 3600 seconds", ["BTC/USDT"], [C], 3600, None, False, None),
+  # failures found while building this corpus (each was misread or dropped before)
+  ("BTC price every 1/2 minute", ["BTC/USDT"], [C], 30, None, False, None),
+  ("btc 3/4 min candles", ["BTC/USDT"], [C], 45, None, False, None),
+  ("BTC price every 1s for 24/7", ["BTC/USDT"], [C], 1, None, False, None),
+  ("BTC price in JPY", ["BTC/JPY"], [C], 5, None, False, None),
+  ("btcjpy trades", ["BTC/JPY"], [C], 5, None, False, None),
+  ("BTC price on deribit", ["BTC/USDT"], [C], 5, ["deribit"], False, None),
+  ("BTC price on hyperliquid", ["BTC/USDT"], [C], 5, ["hyperliquid"], False, None),
+  ("hyperliquid price", ["HYPE/USDT"], [C], 5, None, False, None),
+  ("BTC on crypto.com", ["BTC/USDT"], [C], 5, ["cryptocom"], False, None),
+  ("eth trades, 1 minute windows, binance only", ["ETH/USDT"], [C], 60, ["binance"], False, None),
+  (
+    "sol + doge + pepe px every 3 sec",
+    ["SOL/USDT", "DOGE/USDT", "PEPE/USDT"],
+    [C],
+    3,
+    None,
+    False,
+    None,
+  ),
+  ("doge tweets per min", ["DOGE/USDT"], [T], 60, None, False, None),
+  ("BTC: 5s", ["BTC/USDT"], [C], 5, None, False, None),
 ]
 
 # Sentences refused, with the word (or phrase) the refusal names and a piece of its message:
@@ -480,6 +502,12 @@ REFUSED: list[tuple[str, str, str]] = [
   ("BTC price every 5s and ETH trades every 10s", "5s", "several intervals"),
   ("BTC to the moon", "moon", "no data source"),
   ("top coins price", "top", "no symbol"),
+  ("BTC price above 100k", "above", "which Bond does not have"),
+  ("alert me when BTC drops below 60000", "alert", "which Bond does not have"),
+  ("BTC whale trades", "whale", "which Bond does not have"),
+  ("BTC price every 1/0 minute", "1/0", "is not a number"),
+  ("11/30 btc price", "11/30", "has no unit"),
+  ("BTC and ETH correlation", "correlation", "no data source"),
 ]
 
 
@@ -643,6 +671,14 @@ def test_restricted_exchanges_reject_others() -> None:
     compile_nl("BTC price on kraken", exchanges=["binance", "okx"])
   assert "kraken" in str(info.value)
   assert info.value.unknown_words == ["kraken"]
+
+
+@pytest.mark.parametrize("name", ["deribit", "hyperliquid", "bitfinex"])
+def test_an_exchange_not_run_here_is_refused_not_dropped(name: str) -> None:
+  # "BTC price on deribit" compiled to BTC price on the default exchanges.
+  with pytest.raises(CompileError, match=f"exchange {name} is not available here") as info:
+    compile_nl(f"BTC price on {name}", exchanges=["binance", "okx"])
+  assert info.value.unknown_words == [name]
 
 
 def test_custom_websocket_url_becomes_a_custom_source() -> None:

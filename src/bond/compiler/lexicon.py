@@ -26,7 +26,15 @@ KNOWN_EXCHANGES = (
 
 # ---------------------------------------------------------------------- vocabulary
 
-_EXCHANGE_WORDS = {name: name for name in KNOWN_EXCHANGES} | {
+# Other ccxt exchanges people name: read as exchanges (and refused where not run), never
+# dropped ("BTC price on deribit" is not "BTC price" on the default exchanges).
+_OTHER_EXCHANGES = """deribit bitfinex bitstamp gemini upbit bithumb bitmex phemex poloniex bingx
+  bitmart coinex lbank whitebit bitflyer cryptocom binanceus binanceusdm binancecoinm
+  krakenfutures woo""".split()
+# Names that are an exchange after "on"/"from"/"via"/"at", else an asset (HYPE).
+_EXCHANGE_OR_ASSET = {"hyperliquid": "hyperliquid"}
+_EXCHANGE_WORDS = {name: name for name in KNOWN_EXCHANGES + tuple(_OTHER_EXCHANGES)} | {
+  "crypto.com": "cryptocom",
   "okex": "okx",
   "gateio": "gate",
   "gate.io": "gate",
@@ -97,7 +105,7 @@ _MULTIWORD_ASSETS = {
   ("binance", "coin"): "BNB",
   ("internet", "computer"): "ICP",
 }
-_QUOTES = frozenset("usdt usdc usd busd fdusd eur".split())
+_QUOTES = frozenset("usdt usdc usd busd fdusd eur gbp jpy krw aud cad chf brl".split())
 _QUOTE_LINKS = frozenset("in against vs versus quoted denominated".split())
 # Uppercase words that are not tickers even though they look like one.
 _NOT_TICKERS = frozenset(
@@ -162,6 +170,8 @@ _HISTORY_WORDS = frozenset("history historical backfill backfilled backfilling r
 _VAGUE_COUNTS = frozenset("few several many some".split())
 # "twice a minute", "3 times per hour": a count per unit.
 _TIMES = {"once": 1, "twice": 2, "thrice": 3}
+# Conditions on the data ("above 100k", "when it drops"): Bond streams every window.
+_CONDITION_WORDS = "above below exceeds exceed crosses cross crossing drops dips pumps dumps"
 _EVERY = frozenset({"every", "each", "per"})
 _INTERVAL_WORDS = _EVERY | {"interval", "intervals"}
 _ADJECTIVE_UNITS = {"hourly": 3600}
@@ -192,6 +202,7 @@ _UNSERVED = _words(
     "technical indicators": """rsi macd ema sma bollinger indicator indicators
       atr stochastic cvd heatmap heatmaps""",
     "alerts or signals": "alert alerts signal signals notify notification notifications",
+    "conditions or thresholds": _CONDITION_WORDS + " threshold thresholds",
     "predictions": "prediction predictions forecast forecasts",
     "news": "news headline headlines article articles",
     "other social networks": "reddit telegram discord youtube tiktok farcaster",
@@ -230,12 +241,12 @@ _FILLER = frozenset(
   against quoted denominated usdt usd usdc busd fdusd eur do let lets thanks thank
   something kindly hello ok okay yo sure go ahead now right away quick quickly asap
   continuously continuous constantly ongoing regularly regular keep keeps push pushed
-  websocket socket""".split()
+  websocket socket gbp jpy krw aud cad chf brl""".split()
 )
 
 _TOKEN_RE = re.compile(
   r"(?P<url>(?i:wss?)://[^\s,]+)"
-  r"|(?P<num>-?[0-9]+(?:\.[0-9]+)?)(?:-?(?P<unit>[A-Za-z]+))?"
+  r"|(?P<num>-?[0-9]+(?:\.[0-9]+|/[0-9]+)?)(?:-?(?P<unit>[A-Za-z]+))?"
   r"|(?P<prefix>[$#])?(?P<word>[A-Za-z][A-Za-z0-9]*(?:[-./][A-Za-z0-9]+)*)(?P<poss>['\u2019][sS]\b)?"
   r"|(?P<sep>[+,&;|])"
   r"|(?P<other>[$#]|[^\sA-Za-z0-9+,&;|$#]+)"

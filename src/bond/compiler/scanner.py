@@ -14,6 +14,7 @@ from bond.compiler.lexicon import (
   _CONNECTORS,
   _DESCRIPTIVE_FOLLOWERS,
   _EVERY,
+  _EXCHANGE_OR_ASSET,
   _FILLER,
   _FRACTION_WORDS,
   _HISTORY_WORDS,
@@ -44,6 +45,12 @@ _VAGUE = frozenset("few couple of several many the".split())
 _ASK_VERB_NEXT = frozenset("for you me to about if whether".split())
 _AFTER_DURATION_PAST = frozenset("ago back".split())
 _PER = frozenset("a an per every each".split())
+
+
+def _value(text: str) -> Decimal:
+  """Return a number as written: 5, 1.5, 1/2 (raises InvalidOperation, ZeroDivisionError)."""
+  top, _, bottom = text.partition("/")
+  return Decimal(top) / Decimal(bottom) if bottom else Decimal(top)
 
 
 @dataclass
@@ -238,8 +245,8 @@ class _Scanner:
         unit = self.toks[j].text
         j += 1
       try:
-        value = Decimal(tok.text)
-      except InvalidOperation:
+        value = _value(tok.text)
+      except (InvalidOperation, ZeroDivisionError):
         return None
       seconds = value * _UNITS[unit.lower()]
     else:
@@ -282,10 +289,12 @@ class _Scanner:
     return self._word(i, tok)
 
   def _number(self, i: int, tok: _Tok) -> int:
+    if tok.text == "24/7" and tok.unit is None:
+      return i + 1  # "24/7": a stream is always on
     explicit = self._low(i - 1) in _EVERY
     if tok.unit is None and self._low(i + 1) == "times":
-      with contextlib.suppress(InvalidOperation):
-        per = self._per(i, Decimal(tok.text))
+      with contextlib.suppress(InvalidOperation, ZeroDivisionError):
+        per = self._per(i, _value(tok.text))
         if per is not None:
           return per
     duration = self._duration(i, bare=False)
@@ -303,8 +312,8 @@ class _Scanner:
         )
         return nxt
     try:
-      value = Decimal(tok.text)
-    except InvalidOperation:
+      value = _value(tok.text)
+    except (InvalidOperation, ZeroDivisionError):
       self.found.malformed.append((tok.text, f"{tok.text!r} is not a number"))
       return nxt
     return self._interval(value * _UNITS[unit.lower()], written, explicit, nxt)
@@ -382,6 +391,13 @@ class _Scanner:
       self._interval(Decimal(_ADJECTIVE_UNITS[low]), low, False, i + 1)
       return i + 1
 
+    if low in _EXCHANGE_OR_ASSET and self._low(i - 1) in ("on", "from", "via", "at"):
+      low = _EXCHANGE_OR_ASSET[low]
+      if low not in self.exchange_words:
+        found.exchanges += (
+          [low] if low not in found.exchanges else []
+        )  # not run here: refused with the exchanges that are
+        return i + 1
     if low in self.exchange_words and not tok.prefixed:
       name = self.exchange_words[low]
       if name not in found.exchanges:
