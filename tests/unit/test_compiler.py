@@ -435,6 +435,9 @@ PEOPLE: list[tuple[str, list[str], list[str], int, list[str] | None, bool, list[
   ),
   ("doge tweets per min", ["DOGE/USDT"], [T], 60, None, False, None),
   ("BTC: 5s", ["BTC/USDT"], [C], 5, None, False, None),
+  ("btc price every ninety seconds", ["BTC/USDT"], [C], 90, None, False, None),
+  ("btc price every seventy-five seconds", ["BTC/USDT"], [C], 75, None, False, None),
+  ("BTC for 5 min candles", ["BTC/USDT"], [C], 300, None, False, None),
 ]
 
 # Sentences refused, with the word (or phrase) the refusal names and a piece of its message:
@@ -508,6 +511,9 @@ REFUSED: list[tuple[str, str, str]] = [
   ("BTC price every 1/0 minute", "1/0", "is not a number"),
   ("11/30 btc price", "11/30", "has no unit"),
   ("BTC and ETH correlation", "correlation", "no data source"),
+  ("btc price within seconds", "seconds", "comes without a number"),
+  ("BTC price updated every few secs", "every few secs", "gives no number"),
+  ("btc price 5/0 min", "5/0", "is not a number"),
 ]
 
 
@@ -868,6 +874,14 @@ _VOCAB = [
   ":",
   "history",
   "px",
+  "1/2",
+  "0/0",
+  "5/0s",
+  "24/7",
+  "ninety",
+  "seconds",
+  "twice",
+  "once",
 ]
 
 

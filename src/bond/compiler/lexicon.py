@@ -148,7 +148,16 @@ _UNITS = {
 }
 _ONES = """zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen
   fifteen sixteen seventeen eighteen nineteen""".split()
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60}
+_TENS = {
+  "twenty": 20,
+  "thirty": 30,
+  "forty": 40,
+  "fifty": 50,
+  "sixty": 60,
+  "seventy": 70,
+  "eighty": 80,
+  "ninety": 90,
+}
 _NUMBER_WORDS = {"a": 1, "an": 1} | {word: n for n, word in enumerate(_ONES)} | _TENS
 # "half a minute", "a quarter of an hour", "three quarters of a minute".
 _FRACTION_WORDS = {
@@ -161,6 +170,13 @@ _FRACTION_WORDS = {
 }
 # A duration right before these is the window ("5 second windows", "30s candles").
 _WINDOW_NOUNS = frozenset("window windows bucket buckets interval intervals".split())
+# A duration before these is the candles' size, not how long: "for 5 min candles".
+_CANDLE_WORDS = frozenset(
+  "candle candles candlestick candlesticks kline klines bar bars ohlc ohlcv".split()
+)
+# Units that, left without a number ("within seconds", "ninety seconds" misread), mean an
+# interval the sentence gives but could not be read: refused, not replaced by the default.
+_STRAY_UNITS = frozenset("second seconds sec secs minute minutes mins hour hours hrs".split())
 # A duration after these asks for the past (a backfill) or for a lifetime, not a window.
 _PAST_WORDS = frozenset("last past previous prior recent".split())
 _LIFETIME_WORDS = frozenset("next coming".split())

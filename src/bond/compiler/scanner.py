@@ -9,6 +9,7 @@ from bond.compiler.lexicon import (
   _ADJECTIVE_UNITS,
   _AMBIGUOUS_ASSETS,
   _ASSETS,
+  _CANDLE_WORDS,
   _CCXT_WORDS,
   _CHAIN_FOLLOWERS,
   _CONNECTORS,
@@ -29,6 +30,7 @@ from bond.compiler.lexicon import (
   _QUOTE_LINKS,
   _QUOTES,
   _SOURCE_WORDS,
+  _STRAY_UNITS,
   _TENS,
   _TIMES,
   _TWITTER_WORDS,
@@ -304,6 +306,9 @@ class _Scanner:
     unit = tok.unit
     nxt = i + 1
     written = tok.text + (unit or "")
+    if unit is None and self._low(i + 1) in _UNITS:
+      unit = self.toks[i + 1].text  # only reached when the number is bad: "5/0 min"
+      nxt = i + 2
     if unit is None:
       unit = self._keyed_unit(i)
       if unit is None:
@@ -367,7 +372,10 @@ class _Scanner:
         j += 1
       # "for" takes a duration only right after it ("for 10 minutes", not "for the data").
       duration = self._duration(j, bare=low != "for") if low != "for" or j == i + 1 else None
-      if duration is not None and self._low(duration[2]) not in _WINDOW_NOUNS:
+      follower = self._low(duration[2]) if duration is not None else ""
+      if low == "for" and follower in _CANDLE_WORDS:
+        duration = None  # "for 5 min candles": the candles' size
+      if duration is not None and follower not in _WINDOW_NOUNS:
         phrase = " ".join(t.text for t in self.toks[i:j]) + " " + duration[1]
         (found.past if low in _PAST_WORDS else found.lifetime).append(phrase)
         return duration[2]
@@ -440,6 +448,14 @@ class _Scanner:
     pair_parts = _pair_of(tok)
     if pair_parts is not None:
       self._add_symbol(i, *pair_parts)
+      return i + 1
+    keyed = self._low(i - 1) in _INTERVAL_WORDS or self._low(i + 1) in _INTERVAL_WORDS
+    nxt_tok = self._tok(i + 1)
+    if low in _STRAY_UNITS and not keyed and (nxt_tok is None or nxt_tok.kind != "num"):
+      # "interval_sec=5" and "sec interval" are keys, not a unit left without its number
+      found.malformed.append(
+        (tok.text, f"{tok.text!r} comes without a number (write every 5 seconds or 1m)")
+      )
       return i + 1
     if low in _FILLER or low in _UNITS:
       return i + 1
