@@ -493,8 +493,8 @@ REFUSED: list[tuple[str, str, str]] = [
   ("BTC historical prices", "historical", "backfill"),
   ("BTC price with 1h backfill", "backfill", "backfill"),
   ("ETH trades for the last few hours", "last few hours", "backfill"),
-  ("ETH trades every 5s for 10 minutes", "for 10 minutes", "runs until it is deleted"),
-  ("ETH trades every 5s for the next hour", "next hour", "runs until it is deleted"),
+  ("ETH trades every 5s for 10 minutes", "for 10 minutes", "until it is deleted"),
+  ("ETH trades every 5s for the next hour", "next hour", "until it is deleted"),
   ("btc price every few seconds", "every few seconds", "gives no number"),
   ("btc price every several minutes", "every several minutes", "gives no number"),
   ("BTC price every 0.5s", "0.5s", "not whole seconds"),
@@ -514,6 +514,8 @@ REFUSED: list[tuple[str, str, str]] = [
   ("btc price within seconds", "seconds", "comes without a number"),
   ("BTC price updated every few secs", "every few secs", "gives no number"),
   ("btc price 5/0 min", "5/0", "is not a number"),
+  ("ETH price every 5s until tomorrow", "until", "cannot be given a duration or a schedule"),
+  ("BTC trades every 10s starting at 9am", "9am", "cannot be given a duration or a schedule"),
 ]
 
 

@@ -180,6 +180,9 @@ _STRAY_UNITS = frozenset("second seconds sec secs minute minutes mins hour hours
 # A duration after these asks for the past (a backfill) or for a lifetime, not a window.
 _PAST_WORDS = frozenset("last past previous prior recent".split())
 _LIFETIME_WORDS = frozenset("next coming".split())
+# Words that schedule a stream or give it an end ("until 5pm", "tomorrow"): refused.
+_SCHEDULE_WORDS = frozenset("until till untill tomorrow tonight schedule scheduled".split())
+_CLOCK_RE = re.compile(r"^[0-9]{1,2}(?:am|pm)$")
 # Words asking for past data whatever follows them.
 _HISTORY_WORDS = frozenset("history historical backfill backfilled backfilling replay".split())
 # "every few seconds": no number to read; refused rather than guessed.

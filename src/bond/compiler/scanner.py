@@ -12,6 +12,7 @@ from bond.compiler.lexicon import (
   _CANDLE_WORDS,
   _CCXT_WORDS,
   _CHAIN_FOLLOWERS,
+  _CLOCK_RE,
   _CONNECTORS,
   _DESCRIPTIVE_FOLLOWERS,
   _EVERY,
@@ -29,6 +30,7 @@ from bond.compiler.lexicon import (
   _PAST_WORDS,
   _QUOTE_LINKS,
   _QUOTES,
+  _SCHEDULE_WORDS,
   _SOURCE_WORDS,
   _STRAY_UNITS,
   _TENS,
@@ -346,6 +348,9 @@ class _Scanner:
         found.unserved.append((tok.text, "bid/ask quotes"))
         return i + 1
 
+    if low in _SCHEDULE_WORDS or _CLOCK_RE.match(low):
+      found.lifetime.append(tok.text)
+      return i + 1
     if low in _HISTORY_WORDS:
       found.past.append(tok.text)
       return i + 1

@@ -159,8 +159,9 @@ def _refuse_what_is_not_served(found: _Found) -> None:
     named += found.past
   if found.lifetime:
     problems.append(
-      f"{_quoted(found.lifetime)}: a stream runs until it is deleted and cannot be given a "
-      'duration; for past data use "backfill" with POST /v1/streams'
+      f"{_quoted(found.lifetime)}: a stream runs from its creation until it is deleted and "
+      'cannot be given a duration or a schedule; for past data use "backfill" with '
+      "POST /v1/streams"
     )
     named += found.lifetime
   if problems:
