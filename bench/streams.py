@@ -45,7 +45,7 @@ from bond.compiler import stream_id as make_stream_id
 from bond.registry import RegistryWriter, new_record
 from bond.schemas import StreamSpec
 from bond.sim.exchange import START_PRICES
-from bond.topics import CATALOG, PANES, stream_topic
+from bond.topics import CATALOG, PANES, RAW_TOPICS, TopicSpec, stream_topic
 from bond.topics.admin import TopicAdmin
 from bond.wire import metrics_key, stream_key
 
@@ -151,10 +151,26 @@ class Platform:
     }
     self.procs: dict[str, Proc] = {}
     self.sids: list[str] = []
+    self.feeds: set[tuple[str, str]] = set()
 
   async def start(self) -> None:
+    # Faust's changelog topics too: a worker whose producer has no metadata for one yet
+    # crashes on its first table write (seen on this loaded machine; reported).
+    changelogs = [
+      TopicSpec(
+        f"{self.group}-windows-changelog",
+        "stream_id",
+        "window state",
+        partitions=PANES.partitions,
+        compacted=True,
+      )
+    ]
+    changelogs += [TopicSpec(f"{self.group}-panes-{source}-changelog", "raw key", "pane state",
+                             partitions=spec.partitions, compacted=True)
+                   for source, spec in RAW_TOPICS.items()]  # fmt: skip
     async with TopicAdmin(self.bootstrap) as admin:
       await admin.ensure([dataclasses.replace(t, name=self.prefix + t.name) for t in CATALOG])
+      await admin.ensure(changelogs)
     py = sys.executable
     faust = str(Path(py).parent / "faust")
     uv = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log", "--factory"]
@@ -186,7 +202,11 @@ class Platform:
         raise RuntimeError(f"creating the 1 s stream: {resp.status_code} {resp.text[:300]}")
       body = resp.json()
     self.sids.append(body["stream_id"])
-    return body["stream_id"], f"ws://127.0.0.1:{self.ws_port}/ws/{body['stream_id']}?token={body['token']}"
+    self.feeds.add(("ccxt", "BTC/USDT"))
+    await self._wait_worker(1)
+    return body[
+      "stream_id"
+    ], f"ws://127.0.0.1:{self.ws_port}/ws/{body['stream_id']}?token={body['token']}"
 
   async def add_mix(self, total: int) -> None:
     """Grow the mix to `total` streams (registry records, their topics created first)."""
@@ -207,17 +227,26 @@ class Platform:
       for sid, owner, spec in new:
         await writer.put(new_record(sid, owner, spec, now_ms=now_ms))
         self.sids.append(sid)
+      # One feed per (source, symbol): the worker's own feed ids are its business.
+      for _sid, _owner, spec in new:
+        self.feeds |= {(src.type, spec.symbols[0]) for src in spec.sources}
     finally:
       await writer.stop()
+    await self._wait_worker(len(self.sids))
+
+  async def _wait_worker(self, streams: int) -> None:
+    """Wait until the worker knows `streams` streams and runs every feed they need."""
+    base = f"http://127.0.0.1:{self.worker_port}/bond"
     deadline = time.monotonic() + STREAMS_SEEN_TIMEOUT_SEC
     async with httpx.AsyncClient(timeout=5) as http:
       while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError, ValueError):
-          got = await http.get(f"http://127.0.0.1:{self.worker_port}/bond/ready")
-          if got.json().get("streams", 0) >= len(self.sids):
+          ready = (await http.get(f"{base}/ready")).json()
+          running = (await http.get(f"{base}/stats")).json()["feeds"]["running"]
+          if ready.get("streams", 0) >= streams and len(running) >= len(self.feeds):
             return
         await asyncio.sleep(0.5)
-    raise RuntimeError(f"the worker did not load {len(self.sids)} streams in time")
+    raise RuntimeError(f"the worker did not load {streams} streams and start their feeds in time")
 
   async def panes_lag(self) -> int | None:
     """Return the worker group's consumer lag on bond.panes (end offsets minus committed)."""
@@ -291,7 +320,9 @@ async def read_topic(bootstrap: str, topic: str, seen: Seen) -> None:
     await consumer.stop()
 
 
-async def step(platform: Platform, seen: Seen, n: int, warmup_sec: float, measure_sec: float) -> dict[str, Any]:
+async def step(
+  platform: Platform, seen: Seen, n: int, warmup_sec: float, measure_sec: float
+) -> dict[str, Any]:
   """Grow the mix to n streams, warm up, measure; return the step's figures."""
   t_add = time.monotonic()
   await platform.add_mix(n)
@@ -333,8 +364,12 @@ async def step(platform: Platform, seen: Seen, n: int, warmup_sec: float, measur
     "cpu_pct_per_stream": round(cpu_pct / streams, 3),
     "add_streams_sec": round(added_sec, 1),
   }
-  row["sustained"] = bool(ends) and missing == 0 and no_trade == 0 and incomplete == 0 and (
-    p99 is not None and p99 < P99_MAX_MS
+  row["sustained"] = (
+    bool(ends)
+    and missing == 0
+    and no_trade == 0
+    and incomplete == 0
+    and (p99 is not None and p99 < P99_MAX_MS)
   )
   return row
 
@@ -352,7 +387,10 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
       await platform.start()
       sid, url = await platform.measured_stream()
       topic = platform.prefix + stream_topic(sid).name
-      tasks = [asyncio.create_task(read_ws(url, seen)), asyncio.create_task(read_topic(bootstrap, topic, seen))]
+      tasks = [
+        asyncio.create_task(read_ws(url, seen)),
+        asyncio.create_task(read_topic(bootstrap, topic, seen)),
+      ]
       print(f"platform up in {time.monotonic() - started:.0f}s; 1 s stream {sid}")
       header = f"{'streams':>8} {'p50':>7} {'p99':>7} {'topic p99':>9} {'miss':>4} {'no trade':>8} {'incompl':>7} {'panes lag':>14} {'cpu %':>6} {'%/stream':>8}"  # fmt: skip
       print(header)
@@ -395,7 +433,13 @@ if __name__ == "__main__":
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--label", help="write bench/results/streams-LABEL.json (e.g. before)")
   parser.add_argument("--steps", help="comma-separated live stream counts (default 25,...,1000)")
-  parser.add_argument("--keep-going", action="store_true", help="do not stop at the first failed step")
+  parser.add_argument(
+    "--keep-going", action="store_true", help="do not stop at the first failed step"
+  )
   args = parser.parse_args()
-  chosen = tuple(int(s) for s in args.steps.split(",")) if args.steps else (QUICK_STEPS if args.quick else STEPS)
+  chosen = (
+    tuple(int(s) for s in args.steps.split(","))
+    if args.steps
+    else (QUICK_STEPS if args.quick else STEPS)
+  )
   sys.exit(asyncio.run(main(args.quick, args.label, chosen, args.keep_going)))
