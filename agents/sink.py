@@ -8,8 +8,10 @@ Output cost does not grow with what one stream does to the others:
   whose batch is stuck or backing off (`Backoff`) holds up no other stream;
 - a window that can never be sent (over `BOND_MAX_WINDOW_BYTES`, or refused by Kafka as
   too large or invalid) is dropped, counted in the stream's `dropped` and logged once;
-- Redis gets every window of a round in one pipeline (one XTRIM per stream, not per window);
-- metrics are one pipeline a second, their percentiles read from sorted reservoirs.
+- Redis gets the windows of a round in one script call (an XADD each, trimmed by time as
+  it goes in): redis-py's cost is per command, and it was most of the output's CPU;
+- metrics are one script call a second for all streams, their percentiles read from
+  sorted reservoirs.
 """
 
 import asyncio
@@ -25,7 +27,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
 from bond.agents.app import app, settings
 from bond.agents.outbox import Outbox, Recent, Window, is_poison
@@ -40,8 +42,10 @@ log = logging.getLogger(__name__)
 RESERVOIR = 1024
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_PER_STREAM = 500  # windows of one stream in one Kafka batch (catching up after downtime)
-REDIS_BATCH = 1000  # windows per Redis pipeline
-REDIS_QUEUE_MAX = 200_000  # windows waiting for Redis (an outage): the oldest go first
+REDIS_BATCH = 500  # windows per Redis command (script call)
+REDIS_BATCH_BYTES = 4 * 1024 * 1024
+REDIS_QUEUE_MAX = 200_000
+MAXLEN_TRIM_SEC = 10.0  # how often a ring is also trimmed to BOND_RING_MAXLEN  # windows waiting for Redis (an outage): the oldest go first
 KAFKA_RETRY = Backoff(base_sec=0.1, max_sec=2.0, jitter=0.2)
 REDIS_RETRY = Backoff(base_sec=0.05, max_sec=2.0, jitter=0.5)
 PREPARE_RETRY = Backoff(base_sec=0.25, max_sec=5.0)
@@ -97,6 +101,9 @@ class Sink:
     self._drop_logged: set[str] = set()
     self._warned_at = 0.0
     self._partition: dict[str, int] = {}
+    self._maxlen_trimmed: dict[str, float] = {}
+    self._prom: dict[str, tuple[Any, Any, Any]] = {}
+    self._shas: dict[str, str] = {}
 
   # ------------------------------------------------------------------ called by stage 2
 
@@ -104,7 +111,8 @@ class Sink:
     """Queue one window for Kafka and Redis (called without awaiting, from agents and timers)."""
     self.stats["emitted"] += 1
     self._sample(self.lag_ms, sid).add(float(lag_ms))
-    EMIT_LAG.labels(sid).observe(max(0, lag_ms) / 1000)
+    windows, msgs, emit_lag = self._children(sid)
+    emit_lag.observe(max(0, lag_ms) / 1000)
     try:
       window = Window(int(event["seq"]), json.dumps(event, separators=(",", ":")).encode())
     except (KeyError, TypeError, ValueError) as err:  # a window no client could read
@@ -115,9 +123,16 @@ class Sink:
     counts = self.counts[sid]
     counts["windows_out"] += 1
     counts["msgs_in"] += msgs_in
-    WINDOWS.labels(sid).inc()
-    MSGS_IN.labels(sid).inc(msgs_in)
+    windows.inc()
+    msgs.inc(msgs_in)
     self.wake.set()
+
+  def _children(self, sid: str) -> tuple[Any, Any, Any]:
+    """Return the stream's Prometheus children (labels() per window costs more than the rest)."""
+    got = self._prom.get(sid)
+    if got is None:
+      got = self._prom[sid] = (WINDOWS.labels(sid), MSGS_IN.labels(sid), EMIT_LAG.labels(sid))
+    return got
 
   def count(self, sid: str, field: str, n: int) -> None:
     self.counts[sid][field] += n
@@ -135,7 +150,9 @@ class Sink:
     self._drop_logged.discard(sid)
     self._fresh.discard(sid)
     self.outbox.forget(sid)
-    for store in (self.counts, self.latency_ms, self.lag_ms, self._topics, self._partition):
+    stores: tuple[dict[str, Any], ...] = (self.counts, self.latency_ms, self.lag_ms, self._topics,
+                                          self._partition, self._maxlen_trimmed, self._prom)  # fmt: skip
+    for store in stores:
       store.pop(sid, None)
     for metric in (WINDOWS, MSGS_IN, LATE, DROPPED, EMIT_LAG, LATENCY):
       with contextlib.suppress(KeyError):
@@ -157,6 +174,20 @@ class Sink:
       self._drop_logged.add(sid)
       log.error("stream %s: dropping %d window(s): %s (further drops counted in its metrics)",
                 sid, n, reason)  # fmt: skip
+
+  async def stop(self) -> None:
+    """Close the producer, the admin client and Redis; safe to call twice."""
+    for task in list(self._tasks):
+      task.cancel()
+    producer, self._producer = self._producer, None
+    if producer is not None:
+      await producer.stop()
+    admin, self._admin = self._admin, None
+    if admin is not None:
+      await admin.stop()
+    client, self._redis = self._redis, None
+    if client is not None:
+      await client.aclose()
 
   # ------------------------------------------------------------------ Kafka
 
@@ -315,8 +346,12 @@ class Sink:
         for _ in range(max(0, over)):
           self.redis_queue.popleft()  # older than any ring would keep by now
         self.stats["redis_dropped"] += max(0, over)
-        n = min(REDIS_BATCH, len(self.redis_queue))
-        await self._to_redis([self.redis_queue.popleft() for _ in range(n)])
+        batch: list[tuple[str, Window]] = []
+        size = 0
+        while self.redis_queue and len(batch) < REDIS_BATCH and size < REDIS_BATCH_BYTES:
+          batch.append(self.redis_queue.popleft())
+          size += len(batch[-1][1].body)
+        await self._to_redis(batch)
 
   async def _to_redis(self, batch: list[tuple[str, Window]]) -> None:
     attempt = 0
@@ -327,19 +362,14 @@ class Sink:
       if not batch:
         return
       try:
-        pipe = self.redis.pipeline(transaction=False)
-        for sid, w in batch:
-          pipe.xadd(stream_key(sid), {"e": w.body}, id=f"{w.seq}-0",
-                    maxlen=settings.bond_ring_maxlen, approximate=True)  # fmt: skip
-        for sid in dict.fromkeys(sid for sid, _ in batch):
-          pipe.xtrim(stream_key(sid), minid=min_id, approximate=False)
-        results = await pipe.execute(raise_on_error=False)
-        for result in results[: len(batch)]:
-          if isinstance(result, ResponseError):
-            if "equal or smaller" in str(result):
-              self.stats["redis_dupes"] += 1  # this window is already there
-            else:
-              self.stats["redis_errors"] += 1  # refused for good: retrying would not help
+        # One command for the whole batch (redis-py's cost is per command, not per byte).
+        args: list[bytes | str | int] = [min_id]
+        for _sid, w in batch:
+          args += [f"{w.seq}-0", w.body]
+        results = await self._script("rings", [stream_key(sid) for sid, _ in batch], args)
+        self.stats["redis_dupes"] += results.count(1)  # already there (a window sent twice)
+        self.stats["redis_errors"] += results.count(2)  # refused for good: retrying won't help
+        await self._trim_maxlen({sid for sid, _ in batch})
         return
       except (RedisError, OSError) as err:
         self.stats["redis_errors"] += 1
@@ -347,6 +377,30 @@ class Sink:
         delay = REDIS_RETRY.delay(attempt)
         self._warn(f"Redis: {err}; {len(batch)} windows retry in {delay:.2f}s")
         await asyncio.sleep(delay)
+
+  async def _trim_maxlen(self, sids: set[str]) -> None:
+    """Trim rings to BOND_RING_MAXLEN now and then (the time bound is applied on every write)."""
+    now = time.monotonic()
+    due = [sid for sid in sids if now - self._maxlen_trimmed.get(sid, 0.0) >= MAXLEN_TRIM_SEC]
+    if not due:
+      return
+    pipe = self.redis.pipeline(transaction=False)
+    for sid in due:
+      self._maxlen_trimmed[sid] = now
+      pipe.xtrim(stream_key(sid), maxlen=settings.bond_ring_maxlen, approximate=True)
+    await pipe.execute(raise_on_error=False)
+
+  async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    """Run one of SCRIPTS by its hash, loading it first (again after a Redis restart)."""
+    for _ in range(2):
+      sha = self._shas.get(name)
+      if sha is None:
+        sha = self._shas[name] = await self.redis.script_load(SCRIPTS[name])
+      try:
+        return await self.redis.evalsha(sha, len(keys), *keys, *args)  # type: ignore[misc]
+      except NoScriptError:
+        self._shas.pop(name, None)
+    raise RedisError(f"script {name} could not be loaded")
 
   # ------------------------------------------------------------------ metrics
 
@@ -363,39 +417,69 @@ class Sink:
     return test
 
   async def flush_metrics(self) -> None:
-    """Add counters to each stream's metrics hash and replace its percentiles."""
-    pipe = self.redis.pipeline(transaction=False)
+    """Add counters to each stream's metrics hash and replace its percentiles (one command)."""
     counts, self.counts = self.counts, defaultdict(lambda: defaultdict(int))
-    for sid, fields in counts.items():
-      for field, n in fields.items():
-        if n:
-          pipe.hincrby(metrics_key(sid), field, n)
     owned = self.owned()
     fresh, self._fresh = self._fresh, set()
     now_ms = int(time.time() * 1000)
-    for sid in fresh:
-      if not owned(sid):
-        continue
-      lat = self.latency_ms.get(sid)
-      values: dict[str, float | int] = {"latency_samples": len(lat or ()), "updated_ms": now_ms}
-      for name, recent in (("latency", lat), ("emit_lag", self.lag_ms.get(sid))):
-        if recent is None:
-          continue
-        for q in (50, 95, 99):
-          value = recent.quantile(q / 100)
-          if value is not None:
-            values[f"{name}_p{q}_ms"] = round(value, 3)
-      pipe.hset(metrics_key(sid), mapping=values)  # type: ignore[arg-type]
-    if not len(pipe):
+    keys: list[str] = []
+    args: list[str | int | float] = []
+    for sid in counts.keys() | fresh:
+      incr = [x for field, n in counts.get(sid, {}).items() if n for x in (field, n)]
+      values: list[str | int | float] = []
+      if sid in fresh and owned(sid):
+        lat = self.latency_ms.get(sid)
+        values += ["latency_samples", len(lat or ()), "updated_ms", now_ms]
+        for name, recent in (("latency", lat), ("emit_lag", self.lag_ms.get(sid))):
+          for q in (50, 95, 99):
+            value = recent.quantile(q / 100) if recent is not None else None
+            if value is not None:
+              values += [f"{name}_p{q}_ms", round(value, 3)]
+      if incr or values:
+        keys.append(metrics_key(sid))
+        args += [len(incr), len(values), *incr, *values]
+    if not keys:
       return
     try:
-      await pipe.execute()
+      await self._script("metrics", keys, args)
     except (RedisError, OSError) as err:
       log.warning("metrics: %s", err)
       # Counters are added again next time rather than lost (percentiles are replaced anyway).
       for sid, fields in counts.items():
         for field, n in fields.items():
           self.counts[sid][field] += n
+
+
+SCRIPTS = {
+  # KEYS: ring of each window; ARGV: min id, then (entry id, body) per window. Returns, per
+  # window, 0 written, 1 already there (equal or smaller id), 2 refused otherwise.
+  "rings": """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local r = redis.pcall('XADD', key, 'MINID', '=', ARGV[1], ARGV[2 * i], 'e', ARGV[2 * i + 1])
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'equal or smaller', 1, true) then out[i] = 1 else out[i] = 2 end
+  else
+    out[i] = 0
+  end
+end
+return out
+""",
+  # KEYS: metrics hashes; ARGV per key: n_incr, n_set, n_incr items (field, n), n_set items
+  # (field, value).
+  "metrics": """
+local at = 1
+for _, key in ipairs(KEYS) do
+  local ni, ns = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  at = at + 2
+  for i = at, at + ni - 1, 2 do redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1]) end
+  at = at + ni
+  if ns > 0 then redis.call('HSET', key, unpack(ARGV, at, at + ns - 1)) end
+  at = at + ns
+end
+return #KEYS
+""",
+}
 
 
 sink = Sink()
