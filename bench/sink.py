@@ -141,7 +141,7 @@ async def run(
     await asyncio.gather(*loops, return_exceptions=True)
     for i in range(0, streams, 500):
       keys = [stream_key(s) for s in sids[i : i + 500]] + [
-        f"bond:metrics:{s}" for s in sids[i : i + 500]
+        metrics_key(s) for s in sids[i : i + 500]
       ]
       await client.delete(*keys)
     await client.aclose()
