@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos_clients import digest
+from bond.wire import stream_key
 
 RAW_RECOMPUTE_LIMIT = 3_000_000  # records of bond.raw.ccxt beyond which recomputing is not cheap
 RAW_SAMPLE_PER_STREAM = 40
@@ -143,7 +144,7 @@ async def redis_copies(
   out: dict[str, dict[int, dict[str, Any]]] = {}
   try:
     for sid in stream_ids:
-      entries = await client.xrange(f"bond:stream:{sid}")
+      entries = await client.xrange(stream_key(sid))
       out[sid] = {int(eid.split("-")[0]): json.loads(f["e"]) for eid, f in entries}
   finally:
     await client.aclose()
