@@ -418,6 +418,9 @@ class Sink:
 
   async def flush_metrics(self) -> None:
     """Add counters to each stream's metrics hash and replace its percentiles (one command)."""
+    self.stats["kafka_waiting"] = self.outbox.waiting()  # shown in the worker's /bond/stats
+    self.stats["kafka_in_flight"] = len(self.outbox.inflight)
+    self.stats["redis_waiting"] = len(self.redis_queue)
     counts, self.counts = self.counts, defaultdict(lambda: defaultdict(int))
     owned = self.owned()
     fresh, self._fresh = self._fresh, set()
