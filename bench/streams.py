@@ -96,7 +96,7 @@ class Proc:
     self.name = name
     self.log = logs / f"{name}.log"
     self.proc = subprocess.Popen(
-      cmd, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+      cmd, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, cwd=logs, start_new_session=True,
     )  # fmt: skip
 
   def wait_ready(self, url: str, timeout_sec: float = START_TIMEOUT_SEC) -> None:
