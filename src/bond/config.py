@@ -29,6 +29,8 @@ class Settings(BaseSettings):
   bond_max_streams: int = Field(5, ge=1)
   bond_ring_seconds: int = Field(60, ge=1)
   bond_ring_maxlen: int = Field(1000, ge=1)
+  # One window's JSON; bigger ones are dropped and counted (Kafka refuses records over ~1 MiB).
+  bond_max_window_bytes: int = Field(524_288, ge=1024, le=1_000_000)
   bond_token_ttl: int = Field(3600, ge=1)
   bond_lateness_ms: int = Field(1000, ge=0)
   bond_pane_ms: int = Field(1000, ge=100)
