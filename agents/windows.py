@@ -54,10 +54,11 @@ class WindowDriver:
     self.owned: frozenset[int] | None = None
     self._version = -1
     self._settled = asyncio.Event()
+    self.writable = asyncio.Event()  # set once the producer knows the changelog's partitions
 
   def sync(self) -> bool:
     """Bring the core up to date with ownership and the registry; return whether settled."""
-    if not settled():
+    if not settled() or not self.writable.is_set():
       self.policy.unsettled()
       self._settled.clear()
       return False
