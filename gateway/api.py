@@ -24,11 +24,13 @@ from bond.errors import BondError
 from bond.gateway import endpoints as ep
 from bond.gateway.cpu import CpuPool
 from bond.gateway.errors import bond_error_handler, http_error_handler, server_error_handler
+from bond.gateway.history import Slots
 from bond.gateway.markets import MarketCache, MarketLoader, load_markets
 from bond.gateway.observe import ApiMetrics, ObserveMiddleware
 from bond.gateway.openapi import build_openapi
 from bond.gateway.quota import RateLimiter, StreamQuota
 from bond.gateway.state import ApiState
+from bond.gateway.windows import stream_windows
 from bond.registry import Registry, RegistryWriter
 from bond.topics.admin import TopicAdmin
 
@@ -53,7 +55,11 @@ def create_api_app(
     conf.require_safe_secret()
     keys = conf.api_keys
     async with contextlib.AsyncExitStack() as stack:
-      admin = TopicAdmin(conf.kafka_bootstrap)
+      admin = TopicAdmin(
+        conf.kafka_bootstrap,
+        stream_retention_ms=conf.stream_retention_ms,
+        raw_retention_ms=conf.raw_retention_ms,
+      )
       await admin.start()
       stack.push_async_callback(admin.stop)
       await admin.ensure()
@@ -79,6 +85,7 @@ def create_api_app(
         quota=StreamQuota(redis, conf.bond_max_streams),
         rate=RateLimiter(redis, conf.bond_api_rate_per_sec, conf.bond_api_rate_burst),
         cpu=cpu,
+        history_slots=Slots(conf.bond_history_readers),
       )
       log.info("REST API ready: %d streams, %d API keys", len(registry.all()), len(keys))
       yield {"api": state}
@@ -92,6 +99,7 @@ def create_api_app(
     Route("/v1/streams/{stream_id}", ep.StreamEndpoint),
     Route("/v1/streams/{stream_id}/token", ep.refresh_token, methods=["POST"]),
     Route("/v1/streams/{stream_id}/metrics", ep.stream_metrics, methods=["GET"]),
+    Route("/v1/streams/{stream_id}/windows", stream_windows, methods=["GET"]),
     Route("/v1/compile", ep.compile_spec, methods=["POST"]),
     Route("/healthz", ep.healthz, methods=["GET"]),
     Route("/readyz", ep.readyz, methods=["GET"]),
