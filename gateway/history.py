@@ -62,7 +62,9 @@ def oldest_ms(history_hours: int, now_ms: int | None = None) -> int:
   return now - history_hours * 3_600_000
 
 
-def from_kafka(min_seq: int, ring_first: int | None, ring_sec: int, now_ms: int | None = None) -> bool:
+def from_kafka(
+  min_seq: int, ring_first: int | None, ring_sec: int, now_ms: int | None = None
+) -> bool:
   """Return whether windows from min_seq must be read from Kafka: the ring (which keeps
   BOND_RING_SECONDS, plus RING_GRACE_MS for a `from` parsed a moment ago) does not reach
   back that far, or is empty."""
@@ -98,14 +100,18 @@ class HistoryReader:
   async def __aexit__(self, *exc: object) -> None:
     await self._consumer.stop()
 
-  async def pages(self, min_seq: int, max_seq: int | None = None) -> AsyncIterator[list[tuple[int, str]]]:
+  async def pages(
+    self, min_seq: int, max_seq: int | None = None
+  ) -> AsyncIterator[list[tuple[int, str]]]:
     """Yield pages of (seq, window JSON) with min_seq <= seq <= max_seq, seq increasing."""
     consumer = self._consumer
     if self.tp.topic not in await consumer.topics():
       return  # offsets_for_times would wait forever on a partition that does not exist
     consumer.assign([self.tp])
     end = (await consumer.end_offsets([self.tp]))[self.tp]
-    found = (await consumer.offsets_for_times({self.tp: max(0, min_seq - CLOCK_MARGIN_MS)}))[self.tp]
+    found = (await consumer.offsets_for_times({self.tp: max(0, min_seq - CLOCK_MARGIN_MS)}))[
+      self.tp
+    ]
     if found is None or found.offset >= end:
       return
     consumer.seek(self.tp, found.offset)

@@ -261,7 +261,10 @@ def _windows_op() -> dict[str, Any]:
       "description": "present when more windows follow: pass it as cursor",
       "schema": {"type": "string"},
     },
-    "Link": {"description": '<next page URL>; rel="next" when more follow', "schema": {"type": "string"}},
+    "Link": {
+      "description": '<next page URL>; rel="next" when more follow',
+      "schema": {"type": "string"},
+    },
     "X-Window-Count": {"description": "windows in this page", "schema": {"type": "integer"}},
   }
   op["responses"]["200"] = {

@@ -47,7 +47,9 @@ def _query(request: Request, state: ApiState) -> tuple[int, int | None, int, str
   q = request.query_params
   unknown = sorted(set(q) - set(PARAMS))
   if unknown:
-    raise BadQueryError(f"unknown query parameter(s) {', '.join(unknown)[:80]}; use {', '.join(PARAMS)}")
+    raise BadQueryError(
+      f"unknown query parameter(s) {', '.join(unknown)[:80]}; use {', '.join(PARAMS)}"
+    )
   for name in PARAMS:
     if len(q.getlist(name)) > 1:
       raise BadQueryError(f"{name} is given more than once")

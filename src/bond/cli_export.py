@@ -15,7 +15,13 @@ from typing import Any, TextIO
 from bond import tables
 from bond.client import SyncBondClient
 
-SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SUFFIXES = {
+  ".parquet": "parquet",
+  ".pq": "parquet",
+  ".csv": "csv",
+  ".jsonl": "jsonl",
+  ".ndjson": "jsonl",
+}
 
 
 def format_of(path: str, fmt: str | None) -> str:
@@ -88,7 +94,9 @@ def export(
 def export_main(client: SyncBondClient, args: Any, err: TextIO = sys.stderr) -> int:
   """Run `bond export`; return the exit status."""
   try:
-    count = export(client, args.stream_id, args.from_, args.to, args.output, args.format, args.limit)
+    count = export(
+      client, args.stream_id, args.from_, args.to, args.output, args.format, args.limit
+    )
   except ValueError as exc:
     print(f"bond export: {exc}", file=err)
     return 2

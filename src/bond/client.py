@@ -337,7 +337,9 @@ class BondClient:
     _history_args(from_, limit, page_size)
     got, cursor = 0, None
     while (query := _history_query(from_, to, limit, got, cursor, page_size)) is not None:
-      rows, cursor = _history_page(await self._request("GET", _path(stream_id, "/windows"), None, query))
+      rows, cursor = _history_page(
+        await self._request("GET", _path(stream_id, "/windows"), None, query)
+      )
       if rows:
         got += len(rows)
         yield rows

@@ -76,7 +76,9 @@ class History:
     self.api_url = f"http://127.0.0.1:{port}"
     self.settings.ws_host = f"127.0.0.1:{self.gateway.port}"
     app = create_api_app(self.settings, market_loader=_markets)
-    self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    self.server = uvicorn.Server(
+      uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    )
     self.thread = threading.Thread(target=self.server.run, daemon=True)
     self.sid = uuid.uuid4().hex[:16]
     self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
@@ -122,7 +124,10 @@ class History:
     if kafka:
       futures = [
         await self.producer.send(
-          topic, self.body(s).encode(), key=self.sid.encode(), timestamp_ms=s + 300 if past else None
+          topic,
+          self.body(s).encode(),
+          key=self.sid.encode(),
+          timestamp_ms=s + 300 if past else None,
         )
         for s in seqs
       ]
@@ -321,7 +326,9 @@ async def test_windows_refuses_bad_queries(history):
     resp = await http.get(f"{path}?from=now-1h", headers={"Authorization": "Bearer nope"})
     assert resp.status_code == 401
     spec = (await http.get("/openapi.json")).json()
-    names = {p["name"] for p in spec["paths"]["/v1/streams/{stream_id}/windows"]["get"]["parameters"]}
+    names = {
+      p["name"] for p in spec["paths"]["/v1/streams/{stream_id}/windows"]["get"]["parameters"]
+    }
     assert names == {"stream_id", "from", "to", "limit", "format", "cursor"}
 
 
@@ -382,7 +389,9 @@ async def test_topic_retention_follows_the_settings(history, infra, unique):
     assert found == {stream_topic(history.sid).name: HISTORY_HOURS * HOUR_MS}
     # A stream created through the API keeps BOND_HISTORY_HOURS.
     async with history.client() as client:
-      made = await client.create_stream({"sources": ["ccxt"], "symbols": ["BTC/USDT"], "interval_sec": 2})
+      made = await client.create_stream(
+        {"sources": ["ccxt"], "symbols": ["BTC/USDT"], "interval_sec": 2}
+      )
       name = stream_topic(made["stream_id"]).name
       assert await admin.retention_of([name]) == {name: HISTORY_HOURS * HOUR_MS}
       await client.delete_stream(made["stream_id"])
