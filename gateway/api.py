@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -66,6 +67,10 @@ def create_api_app(
       registry = Registry(conf.kafka_bootstrap)
       await registry.start()
       stack.push_async_callback(registry.stop)
+      try:  # topics made under another BOND_HISTORY_HOURS keep the one set now
+        await admin.align_stream_topics([r.stream_id for r in registry.all()])
+      except KafkaError as exc:
+        log.warning("could not align the retention of stream topics: %s", exc)
       writer = RegistryWriter(conf.kafka_bootstrap)
       await writer.start()
       stack.push_async_callback(writer.stop)

@@ -139,6 +139,13 @@ class TopicAdmin:
     log.info("retention set on %s", {s.name: s.retention_ms for s in stale})
     return [s.name for s in stale]
 
+  async def align_stream_topics(self, stream_ids: list[str]) -> list[str]:
+    """Move the existing topics of these streams to `stream_retention_ms` (topics made
+    under another BOND_HISTORY_HOURS); return the names changed."""
+    have = await self.existing()
+    specs = [stream_topic(sid, self.stream_retention_ms) for sid in stream_ids]
+    return await self.align_retention([s for s in specs if s.name in have])
+
   async def create_stream_topic(self, stream_id: str) -> str:
     """Create `bond.stream.<id>` (kept `stream_retention_ms`) if missing; return its name."""
     spec = stream_topic(stream_id, self.stream_retention_ms)

@@ -219,6 +219,9 @@ async def test_replay_from_two_hours_back_reaches_live_without_gap_or_duplicate(
   assert by_iso[0] == one_hour
   assert by_seq[0] == half_hour + STEP_MS
   assert history.gateway.gateway.history_replays == 3
+  async with httpx.AsyncClient() as http:
+    text = (await http.get(f"http://127.0.0.1:{history.gateway.port}/metrics")).text
+  assert "bond_gateway_history_replays_total 3.0" in text
 
 
 async def test_from_older_than_history_hours_is_clamped(history):
@@ -403,4 +406,10 @@ async def test_topic_retention_follows_the_settings(history, infra, unique):
     longer = stream_topic(spec.name.removeprefix(stream_topic("").name), 5 * HOUR_MS)
     assert await admin.ensure([longer]) == []
     assert await admin.retention_of([spec.name]) == {spec.name: 5 * HOUR_MS}
+    # What the API does at start: its streams' topics move to BOND_HISTORY_HOURS (a stream
+    # without a topic is skipped).
+    async with TopicAdmin(infra["bootstrap"], stream_retention_ms=HOUR_MS) as one_hour:
+      moved = await one_hour.align_stream_topics([history.sid, "00000000000000ab"])
+    assert moved == [stream_topic(history.sid).name]
+    assert await admin.retention_of(moved) == {moved[0]: HOUR_MS}
     await admin.delete_stream_topic(spec.name.removeprefix(stream_topic("").name))
