@@ -13,6 +13,8 @@ import csv
 import io
 import itertools
 import json
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -38,7 +40,7 @@ from bond.tokens import sign
 from bond.topics import stream_topic
 from bond.topics.admin import TopicAdmin
 from bond.wire import iso_ms, metrics_key, stream_key
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.integration.gateways import GatewayServer, event, wait_until
 
 pytestmark = pytest.mark.integration
@@ -367,7 +369,7 @@ async def test_sdk_history_follows_cursors(history):
     assert [r["seq"] for r in rows] == history.written[-5:]
 
 
-async def test_sdk_listen_from_two_hours_back(history):
+async def test_sdk_and_cli_listen_from_two_hours_back(history):
   seqs: list[int] = []
   asked = int(time.time() * 1000)
   async with history.client() as client:
@@ -375,6 +377,26 @@ async def test_sdk_listen_from_two_hours_back(history):
       seqs.append(ev["seq"])
       if ev["seq"] >= history.written[-1]:
         break
+  assert not gaps(seqs) and seqs[-1] == history.written[-1]
+  assert asked - 2 * HOUR_MS <= seqs[0] < asked - 2 * HOUR_MS + STEP_MS + 2000
+
+  cmd = [
+    sys.executable, "-m", "bond.cli", "--api-url", history.api_url, "--api-key", history.api_key,
+    "listen", history.sid, "--from", "now-2h", "--format", "json",
+  ]  # fmt: skip
+  asked = int(time.time() * 1000)
+  proc = await asyncio.create_subprocess_exec(
+    *cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE, limit=1 << 20,
+    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+  )  # fmt: skip
+  assert proc.stdout is not None
+  seqs = []
+  try:
+    while not seqs or seqs[-1] < history.written[-1]:
+      seqs.append(json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))["seq"])
+  finally:
+    proc.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(proc.wait(), 15) == 0
   assert not gaps(seqs) and seqs[-1] == history.written[-1]
   assert asked - 2 * HOUR_MS <= seqs[0] < asked - 2 * HOUR_MS + STEP_MS + 2000
 
