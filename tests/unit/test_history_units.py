@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +16,8 @@ from bond.gateway.history import HistoryBusy, Slots, from_kafka, oldest_ms
 from bond.gateway.resume import parse_from, parse_to
 from bond.topics.catalog import RAW_TOPICS, catalog, stream_topic
 
-EVENT = {
+SEQ = 1_700_000_005_000
+EVENT: dict[str, Any] = {
   "stream_id": "abc",
   "seq": 1_700_000_005_000,
   "ts": "2023-11-14T22:13:25Z",
@@ -41,14 +43,14 @@ def test_flatten_spreads_scalar_maps_and_keeps_the_rest_as_json_text():
 
 
 def test_csv_reads_back():
-  text = tables.to_csv([EVENT, {**EVENT, "seq": EVENT["seq"] + 5000}])
+  text = tables.to_csv([EVENT, {**EVENT, "seq": SEQ + 5000}])
   rows = list(csv.DictReader(io.StringIO(text)))
-  assert [int(r["seq"]) for r in rows] == [EVENT["seq"], EVENT["seq"] + 5000]
+  assert [int(r["seq"]) for r in rows] == [EVENT["seq"], SEQ + 5000]
   assert rows[0]["onchain.tx"] == "2" and rows[0]["complete"] == "False"
 
 
 def test_parquet_has_utc_millisecond_times_and_typed_columns():
-  buf = tables.to_parquet([EVENT, {**EVENT, "price_avg": None, "seq": EVENT["seq"] + 5000}])
+  buf = tables.to_parquet([EVENT, {**EVENT, "price_avg": None, "seq": SEQ + 5000}])
   table = pq.read_table(pa.BufferReader(buf))
   assert table.schema.field("ts").type == pa.timestamp("ms", tz="UTC")
   assert table.schema.field("seq").type == pa.int64()
