@@ -78,6 +78,12 @@ class Settings(BaseSettings):
   bond_custom_max_message_bytes: int = Field(65_536, ge=1024, le=1 << 20)
   bond_custom_max_msgs_per_sec: float = Field(200.0, gt=0)
   bond_custom_ts_skew_ms: int = Field(300_000, ge=1000)  # event time kept within now +- this
+  # ---- history (issue 14): how long Kafka keeps windows and raw events, and how it is read.
+  bond_history_hours: int = Field(24, ge=1, le=24 * 365)  # retention of bond.stream.<id>
+  bond_raw_retention_hours: int = Field(24, ge=1, le=24 * 365)  # retention of bond.raw.*
+  bond_history_limit: int = Field(1000, ge=1)  # GET .../windows rows per page by default
+  bond_history_max_limit: int = Field(10_000, ge=1, le=100_000)  # and at most
+  bond_history_readers: int = Field(32, ge=1, le=1024)  # Kafka history reads at once, per process
 
   @field_validator("bond_custom_allow")
   @classmethod
@@ -102,6 +108,16 @@ class Settings(BaseSettings):
     if not names:
       raise ValueError("BOND_EXCHANGES needs at least one exchange, e.g. binance,okx,bybit")
     return ",".join(names)
+
+  @property
+  def stream_retention_ms(self) -> int:
+    """Return how long stream topics keep windows (BOND_HISTORY_HOURS), in ms."""
+    return self.bond_history_hours * 3_600_000
+
+  @property
+  def raw_retention_ms(self) -> int:
+    """Return how long raw topics keep events (BOND_RAW_RETENTION_HOURS), in ms."""
+    return self.bond_raw_retention_hours * 3_600_000
 
   @property
   def exchanges(self) -> list[str]:

@@ -221,6 +221,7 @@ async def test_openapi_document_is_valid_and_complete(client: httpx.AsyncClient)
     ("/v1/streams/{stream_id}", "delete"),
     ("/v1/streams/{stream_id}/token", "post"),
     ("/v1/streams/{stream_id}/metrics", "get"),
+    ("/v1/streams/{stream_id}/windows", "get"),
     ("/v1/compile", "post"),
     ("/healthz", "get"),
     ("/readyz", "get"),
