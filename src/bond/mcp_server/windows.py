@@ -1,9 +1,8 @@
 """Read a stream's windows through the SDK: the latest ones in a time range, and the next ones.
 
-`read_windows` is the one place that decides where past windows come from. Today that is the
-gateway's replay ring (the last 60 s, at most 1000 windows) through a WebSocket `from=`
-replay; once the SDK has `BondClient.history(stream_id, from_, to)` (Kafka-backed history) it
-is used instead, with no change to the tools.
+`read_windows` is the one place that decides where past windows come from: the SDK's
+`BondClient.history` (GET /v1/streams/{id}/windows: Kafka-backed, BOND_HISTORY_HOURS deep);
+a client without it reads the gateway's replay ring (60 s) through a WebSocket `from=` replay.
 """
 
 import asyncio
@@ -110,8 +109,10 @@ async def read_windows(
     return []
   history = getattr(client, "history", None)
   if callable(history):
-    # The Kafka-backed history of #14: hours of windows, not just the ring.
-    found = await history(stream_id, iso(from_ms), iso(to_ms))
+    # The Kafka-backed history of #14: hours of windows, not just the ring. Windows are
+    # epoch-aligned and every one is emitted, so the latest `limit` start here.
+    start_ms = max(from_ms, last_ms - limit * interval_ms)
+    found = await history(stream_id, iso(start_ms), iso(to_ms), limit=limit + 1)
     events = [dict(e) for e in found if from_ms < int(e.get("seq", 0)) <= to_ms]
   else:
     events = await ring_windows(client, stream_id, from_ms, to_ms, last_ms)
