@@ -257,6 +257,8 @@ class Gateway:
     # The worker writes Kafka before Redis: an event the fan-out read just before this
     # socket registered may reach the ring only now. Read the ring up to the first live
     # event; while a window is missing next to the last one sent, give Redis a moment.
+    if s.last != NOTHING_SENT and first_live - s.last <= interval_ms:
+      return  # the first live window follows the last one sent: no gap, Redis not needed
     for pause in (*GAP_RETRY_SEC, None):
       nothing = s.last == NOTHING_SENT
       await self._replay(ws, s, lo if nothing else s.last + 1, first_live - 1)

@@ -145,7 +145,7 @@ def cmd_create(args: argparse.Namespace) -> int:
   import json
 
   with _client(args).sync() as client:
-    info = client.create_stream(" ".join(args.sentence))
+    info = client.create_stream(" ".join(args.sentence), backfill=args.backfill)
   print(json.dumps(info, indent=2))
   return 0
 
@@ -241,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(func=cmd_demo, market="sim", infra_only=False)
   p = sub.add_parser("create", help="create a stream from a sentence")
   p.add_argument("sentence", nargs="+")
+  p.add_argument("--backfill", default=None, help="also compute the past windows: 1h, 30m, 90s")
   p.set_defaults(func=cmd_create)
   sub.add_parser("ls", help="list streams").set_defaults(func=cmd_ls)
   p = sub.add_parser("rm", help="delete streams")

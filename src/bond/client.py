@@ -115,13 +115,18 @@ class StreamClosedError(BondError):
 # ---------------------------------------------------------------------- requests
 
 
-def _create_body(sentence_or_spec: str | Mapping[str, Any]) -> dict[str, Any]:
+def _create_body(
+  sentence_or_spec: str | Mapping[str, Any], backfill: str | int | None = None
+) -> dict[str, Any]:
   if isinstance(sentence_or_spec, str):
-    return {"natural_language": sentence_or_spec}
-  body = dict(sentence_or_spec)
-  if "spec" in body or "natural_language" in body:
-    return body
-  return {"spec": body}
+    body: dict[str, Any] = {"natural_language": sentence_or_spec}
+  else:
+    body = dict(sentence_or_spec)
+    if "spec" not in body and "natural_language" not in body:
+      body = {"spec": body}
+  if backfill is not None:
+    body["backfill"] = backfill
+  return body
 
 
 def _answer(resp: httpx.Response) -> Any:
@@ -293,11 +298,15 @@ class BondClient:
     """Return a blocking client with the same settings (a context manager)."""
     return SyncBondClient(self.api_url, self.api_key, self.ws_url, timeout_sec=self.timeout_sec)
 
-  async def create_stream(self, sentence_or_spec: str | Mapping[str, Any]) -> dict[str, Any]:
-    """Create a stream from a sentence or a spec; return its id, token, ws_url and spec."""
-    return cast(
-      dict[str, Any], await self._call("POST", "/v1/streams", _create_body(sentence_or_spec))
-    )
+  async def create_stream(
+    self, sentence_or_spec: str | Mapping[str, Any], backfill: str | int | None = None
+  ) -> dict[str, Any]:
+    """Create a stream from a sentence or a spec; return its id, token, ws_url and spec.
+
+    `backfill` ("1h", "30m" or seconds) also computes the new stream's past windows.
+    """
+    body = _create_body(sentence_or_spec, backfill)
+    return cast(dict[str, Any], await self._call("POST", "/v1/streams", body))
 
   async def list_streams(self) -> list[dict[str, Any]]:
     """Return this project's streams, oldest first."""
@@ -539,9 +548,12 @@ class SyncBondClient:
   ) -> None:
     self.close()
 
-  def create_stream(self, sentence_or_spec: str | Mapping[str, Any]) -> dict[str, Any]:
-    """Create a stream from a sentence or a spec; return its id, token, ws_url and spec."""
-    return cast(dict[str, Any], self._call("POST", "/v1/streams", _create_body(sentence_or_spec)))
+  def create_stream(
+    self, sentence_or_spec: str | Mapping[str, Any], backfill: str | int | None = None
+  ) -> dict[str, Any]:
+    """Create a stream from a sentence or a spec (and its past windows with `backfill`)."""
+    body = _create_body(sentence_or_spec, backfill)
+    return cast(dict[str, Any], self._call("POST", "/v1/streams", body))
 
   def list_streams(self) -> list[dict[str, Any]]:
     """Return this project's streams, oldest first."""

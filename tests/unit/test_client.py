@@ -47,6 +47,11 @@ def test_create_body_takes_a_sentence_a_spec_or_a_full_body():
   spec = {"sources": ["ccxt"], "symbols": ["BTC"]}
   assert _create_body(spec) == {"spec": spec}
   assert _create_body({"spec": spec}) == {"spec": spec}
+  assert _create_body("BTC every 5s", backfill="1h") == {
+    "natural_language": "BTC every 5s",
+    "backfill": "1h",
+  }
+  assert _create_body(spec, backfill=600) == {"spec": spec, "backfill": 600}
 
 
 def test_api_errors_carry_status_code_and_message():
