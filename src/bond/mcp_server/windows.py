@@ -17,6 +17,9 @@ from bond.mcp_server.fields import iso
 
 log = logging.getLogger(__name__)
 
+# A window that ended this recently may still be on its way (lateness, then the sink).
+RECENT_MS = 5_000
+
 # How long the gateway may take to answer a replay (token, connect, first frame), and how
 # long to wait after the last frame when the window expected last has not come (missing).
 FIRST_FRAME_SEC = 10.0
@@ -114,6 +117,11 @@ async def read_windows(
     start_ms = max(from_ms, last_ms - limit * interval_ms)
     found = await history(stream_id, iso(start_ms), iso(to_ms), limit=limit + 1)
     events = [dict(e) for e in found if from_ms < int(e.get("seq", 0)) <= to_ms]
+    newest = int(events[-1]["seq"]) if events else from_ms
+    if newest < last_ms and int(time.time() * 1000) - last_ms < RECENT_MS:
+      # The newest windows may be out only in a moment: wait for them on the ring replay.
+      tail = await ring_windows(client, stream_id, max(from_ms, newest), to_ms, last_ms)
+      events += [e for e in tail if int(e.get("seq", 0)) > newest]
   else:
     events = await ring_windows(client, stream_id, from_ms, to_ms, last_ms)
   return events[-limit:]
