@@ -76,15 +76,23 @@ class Sink:
     self._prepared: set[str] = set()
     self._admin_lock = asyncio.Lock()
 
-  def emit(self, sid: str, event: dict[str, Any], msgs_in: int, lag_ms: int) -> None:
-    """Queue one window for Kafka and Redis (called without awaiting, from agents and timers)."""
+  def emit(
+    self, sid: str, event: dict[str, Any], msgs_in: int, lag_ms: int, backfilled: bool = False
+  ) -> None:
+    """Queue one window for Kafka and Redis (called without awaiting, from agents and timers).
+
+    A backfilled window (computed after the fact) does not count in the emit lag.
+    """
     self.queue.put_nowait((sid, event))
     self.counts[sid]["windows_out"] += 1
     self.counts[sid]["msgs_in"] += msgs_in
-    self.lag_ms[sid].append(float(lag_ms))
     self.stats["emitted"] += 1
     WINDOWS.labels(sid).inc()
     MSGS_IN.labels(sid).inc(msgs_in)
+    if backfilled:
+      self.counts[sid]["backfilled"] += 1
+      return
+    self.lag_ms[sid].append(float(lag_ms))
     EMIT_LAG.labels(sid).observe(max(0, lag_ms) / 1000)
 
   def count(self, sid: str, field: str, n: int) -> None:
