@@ -145,9 +145,8 @@ class Backfills:
           reported = time.monotonic()
           progress["records"] = run.records
           await sink.redis.hset(key, mapping=progress)
-        while sink.queue.qsize() > SINK_HIGH_WATER:
-          await asyncio.sleep(0.05)
-        await asyncio.sleep(0)  # yield: the live windows of other streams go first
+        # Yield: the live windows of other streams go first; let a long queue drain a little.
+        await asyncio.sleep(0.05 if sink.queue.qsize() > SINK_HIGH_WATER else 0)
     finally:
       await consumer.stop()
     progress.update(state="done", finished_ms=now_ms())

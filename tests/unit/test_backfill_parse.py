@@ -32,7 +32,11 @@ def test_parse_duration_refuses_what_is_not_one(text):
     ("BTC price every 1s backfill 1h", "BTC price every 1s", 3600),
     ("BTC price every 1s for the last half an hour", "BTC price every 1s", 1800),
     ("BTC price every 1s", "BTC price every 1s", None),
-    ("BTC price every 1s for the last blue moon", "BTC price every 1s for the last blue moon", None),
+    (
+      "BTC price every 1s for the last blue moon",
+      "BTC price every 1s for the last blue moon",
+      None,
+    ),
     ("BTC price for the last hour every 1s", "BTC price for the last hour every 1s", None),
   ],
 )

@@ -27,13 +27,11 @@ _WORDS = {
 }  # fmt: skip
 
 _UNIT_RE = "|".join(sorted(_UNIT_SEC, key=len, reverse=True))
-_NUM_RE = r"\d+(?:\.\d+)?|" + "|".join(
-  re.escape(w) for w in sorted(_WORDS, key=len, reverse=True)
-)
+_NUM_RE = r"\d+(?:\.\d+)?|" + "|".join(re.escape(w) for w in sorted(_WORDS, key=len, reverse=True))
 # One or more "<number><unit>" parts ("1h30m", "2 hours 15 minutes"), or a bare unit ("hour").
-_PART = rf"(?:(?:{_NUM_RE})\s*(?:{_UNIT_RE})\b)"
+_PART = rf"(?:(?:{_NUM_RE})\s*(?:{_UNIT_RE})(?![a-z]))"
 _DURATION_RE = re.compile(rf"^\s*(?:{_PART}(?:\s*(?:and\s+)?{_PART})*|(?:{_UNIT_RE}))\s*$", re.I)
-_PART_RE = re.compile(rf"(?P<num>{_NUM_RE})\s*(?P<unit>{_UNIT_RE})\b", re.I)
+_PART_RE = re.compile(rf"(?P<num>{_NUM_RE})\s*(?P<unit>{_UNIT_RE})(?![a-z])", re.I)
 
 # "... for the last hour", "over the past 30 minutes", "with the last 2 hours",
 # "including the previous 90 seconds", "backfill 1h" at the end of a sentence.
