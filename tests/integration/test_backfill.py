@@ -51,11 +51,11 @@ async def progress(dep: Deployment, sid: str) -> dict[str, str]:
 async def run_backfill_equals_live(dep: Deployment, worker_factory, overlap_sec: int) -> dict:
   ex, sym = "bfx", "XRP/USDT"
   spec = {"sources": ["ccxt"], "symbols": [sym], "interval_sec": 1, "exchanges": [ex]}
+  a = await dep.create(spec, int(time.time() * 1000))
   worker_factory().start()
   feed = LiveFeed(dep, ex, sym, rate=100)
   feed.start()
   try:
-    a = await dep.create(spec, int(time.time() * 1000))
     a_first = None
 
     async def a_lived() -> bool:
