@@ -3,14 +3,16 @@ Kafka and Redis copies, and trade counts recomputed from the raw topic `bond.raw
 
 import itertools
 import json
-from bisect import bisect_left
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from bench.chaos.clients import digest
+from bond.windowing.audit import RawIndex, Recount, classify
 from bond.wire import stream_key
+
+__all__ = ["RawIndex", "Recount", "classify"]
 
 RAW_RECOMPUTE_LIMIT = 3_000_000  # records of bond.raw.ccxt beyond which recomputing is not cheap
 
@@ -201,93 +203,6 @@ async def raw_trades(bootstrap: str) -> tuple[Trades, int, str]:
   finally:
     await consumer.stop()
   return trades, total, f"recomputed from {total} raw records"
-
-
-@dataclass
-class Recount:
-  """A window's trades and volume recounted from the raw topic, all and on-time only."""
-
-  n: int = 0
-  vol: float = 0.0
-  n_on_time: int = 0
-  vol_on_time: float = 0.0
-
-  def holds(self, trades: int, volume: float) -> bool:
-    """Whether a window with these values has every on-time trade and nothing not raw.
-
-    ARCHITECTURE.md: a window goes out once its lateness has passed; trades a feed received
-    later (backfilled after a reconnect) are counted late, not merged. So a window must
-    hold every trade received by its end plus the lateness, and may hold later ones the
-    worker waited for, but nothing the raw topic does not have.
-    """
-    eps = 1e-6 * max(1.0, self.vol)
-    return self.n_on_time <= trades <= self.n and self.vol_on_time - eps <= volume <= self.vol + eps
-
-  def exact(self, trades: int, volume: float) -> bool:
-    """Whether the window equals the recount of every raw trade."""
-    return trades == self.n and abs(volume - self.vol) <= 1e-6 * max(1.0, self.vol)
-
-
-def recompute(
-  event: dict[str, Any], spec: dict[str, Any], exchanges: list[str], trades: Trades, lateness_ms: int
-) -> Recount:  # fmt: skip
-  """Recount the trades and volume of an event's first symbol from raw trades."""
-  end = event["seq"]
-  start = end - event["interval_sec"] * 1000
-  out = Recount()
-  for ex in exchanges:
-    for ts, amount, _tid, ingest in trades.get((ex, event["symbol"]), []):
-      if start <= ts < end:
-        out.n += 1
-        out.vol += amount
-        if ingest <= end + lateness_ms:
-          out.n_on_time += 1
-          out.vol_on_time += amount
-  return out
-
-
-class RawIndex:
-  """Raw trades by (exchange, symbol), sorted by time, so every window is recounted cheaply."""
-
-  def __init__(self, trades: Trades) -> None:
-    self.rows = {key: sorted(rows, key=lambda r: r[0]) for key, rows in trades.items()}
-    self.times = {key: [r[0] for r in rows] for key, rows in self.rows.items()}
-
-  def recount(self, event: dict[str, Any], exchanges: list[str], lateness_ms: int) -> Recount:
-    """Recount the trades and volume of an event's first symbol (as `recompute`)."""
-    end = event["seq"]
-    start = end - event["interval_sec"] * 1000
-    out = Recount()
-    for ex in exchanges:
-      key = (ex, event["symbol"])
-      times = self.times.get(key)
-      if not times:
-        continue
-      rows = self.rows[key]
-      for _ts, amount, _tid, ingest in rows[bisect_left(times, start) : bisect_left(times, end)]:
-        out.n += 1
-        out.vol += amount
-        if ingest <= end + lateness_ms:
-          out.n_on_time += 1
-          out.vol_on_time += amount
-    return out
-
-
-def classify(event: dict[str, Any], got: Recount) -> str | None:
-  """Return how a window's trades compare with the raw topic, or None when exact.
-
-  - `raw_late`: short only of trades the feed received after the window's deadline (backfill),
-    which the contract counts late;
-  - `raw_flagged`: short of on-time trades, but the window says so (`complete: false`);
-  - `raw_mismatch`: short of on-time trades (or holding trades the raw topic has not) and
-    claiming to be complete: a failure of the chaos verdict.
-  """
-  trades, volume = event["trades"], event["volume_sum"]
-  if got.exact(trades, volume):
-    return None
-  if got.holds(trades, volume):
-    return "raw_late"
-  return "raw_flagged" if event.get("complete") is False else "raw_mismatch"
 
 
 SIM_RESTART_JUMP = 1_000_000

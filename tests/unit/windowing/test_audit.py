@@ -1,6 +1,6 @@
-"""The chaos verdict's recount: a window short of on-time trades fails unless it says so."""
+"""The window audit (the chaos verdict's recount): a window short of on-time trades fails unless it says so."""
 
-from bench.chaos_check import RawIndex, classify
+from bond.windowing.audit import RawIndex, classify
 
 END = 10_000
 
