@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.exceptions import RedisError
@@ -41,6 +40,14 @@ MAX_RUN_SEC = 3600.0  # a backfill still running after this fails (the live wind
 def now_ms() -> int:
   """Return the wall clock in epoch ms."""
   return int(time.time() * 1000)
+
+
+async def _save(key: str, progress: dict[str, str | int]) -> None:
+  await sink.redis.hset(key, mapping=progress)  # type: ignore[arg-type]  # dict keys invariant
+
+
+def _text(value: bytes | str) -> str:
+  return value.decode() if isinstance(value, bytes) else value
 
 
 class Backfills:
@@ -84,13 +91,13 @@ class Backfills:
     if d is None:
       return
     done = await sink.redis.hgetall(key)
-    found = {k.decode(): v.decode() for k, v in done.items()}
+    found = {_text(k): _text(v) for k, v in done.items()}
     if found.get("state") in ("done", "failed"):
       return  # finished before this worker took the stream
     skip_upto = int(found.get("last_seq", 0))  # queued by an earlier owner
     plan = plan_backfill(d, d.backfill_sec, PANE_MS)
     run = BackfillRun(plan, PANE_MS, settings.bond_lateness_ms)
-    progress: dict[str, Any] = {
+    progress: dict[str, str | int] = {
       "state": "running",
       "requested_sec": d.backfill_sec,
       "from_ms": plan.first_end_ms - plan.size_ms,
@@ -100,7 +107,7 @@ class Backfills:
       "last_seq": skip_upto,
       "started_ms": now_ms(),
     }
-    await sink.redis.hset(key, mapping=progress)
+    await _save(key, progress)
     sources = {}
     tps = set()
     for feed in d.feeds:
@@ -140,17 +147,17 @@ class Backfills:
           if seq > skip_upto:
             sink.emit(sid, event, msgs_in=msgs_in, lag_ms=now_ms() - seq, backfilled=True)
             progress["last_seq"] = seq
-          progress["done_windows"] += 1
+          progress["done_windows"] = int(progress["done_windows"]) + 1
         if time.monotonic() - reported >= PROGRESS_EVERY_SEC or run.done:
           reported = time.monotonic()
           progress["records"] = run.records
-          await sink.redis.hset(key, mapping=progress)
+          await _save(key, progress)
         # Yield: the live windows of other streams go first; let a long queue drain a little.
         await asyncio.sleep(0.05 if sink.queue.qsize() > SINK_HIGH_WATER else 0)
     finally:
       await consumer.stop()
     progress.update(state="done", finished_ms=now_ms())
-    await sink.redis.hset(key, mapping=progress)
+    await _save(key, progress)
     log.info("backfill of %s done: %d windows from %d raw records", sid,
              progress["done_windows"], run.records)  # fmt: skip
 
