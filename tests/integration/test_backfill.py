@@ -107,20 +107,24 @@ async def run_backfill_equals_live(dep: Deployment, worker_factory, overlap_sec:
   # Field for field over the overlap: every window A sent complete (A counted no late event).
   assert a_late == 0
   by_seq = {w["seq"]: w for w in b_windows}
-  compared = 0
+  compared = skipped = 0
   for w in a_windows:
-    if not w["complete"] or w["seq"] > live_end - 1000:
+    if w["seq"] > live_end - 1000:
+      continue
+    if not w["complete"]:  # sent before a feed passed its end (a busy machine): not comparable
+      skipped += 1
       continue
     mine = by_seq[w["seq"]]
     assert {k: v for k, v in mine.items() if k not in BOOKKEEPING} == {
       k: v for k, v in w.items() if k not in BOOKKEEPING
     }, f"window {w['seq']} differs"
     compared += 1
-  assert compared >= overlap_sec - 2
+  assert compared >= 0.9 * overlap_sec
   assert sum(by_seq[s]["trades"] for s in marked) > 50 * overlap_sec
   return {
     "overlap_sec": overlap_sec,
     "compared_windows": compared,
+    "a_incomplete_skipped": skipped,
     "a_windows": len(a_windows),
     "backfilled_windows": len(marked),
     "records": int(state.get("records", 0)),
