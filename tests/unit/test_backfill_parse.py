@@ -42,3 +42,10 @@ def test_parse_duration_refuses_what_is_not_one(text):
 )
 def test_split_backfill(sentence, rest, seconds):
   assert split_backfill(sentence) == (rest, seconds)
+
+
+def test_split_backfill_reads_only_the_tail_of_a_long_sentence():
+  spaces = " " * 60_000
+  assert split_backfill(spaces + "x") == (spaces + "x", None)  # fast, no catastrophic search
+  long = "BTC price every 1s" + " and" * 500 + " for the last hour"
+  assert split_backfill(long) == (long[: -len(" for the last hour")], 3600)

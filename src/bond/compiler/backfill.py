@@ -10,6 +10,7 @@ import re
 from bond.errors import SpecError
 
 MAX_DURATION_CHARS = 40
+PHRASE_TAIL_CHARS = 120  # longer than any phrase: "for the last ... of history"
 
 _UNIT_SEC = {
   "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
@@ -80,11 +81,13 @@ def split_backfill(sentence: str) -> tuple[str, int | None]:
   without such a phrase comes back unchanged with None. A phrase whose duration cannot be
   read ("for the last blue moon") is left in the sentence, for the compiler to refuse.
   """
-  m = _PHRASE_RE.search(sentence)
+  # The phrase ends the sentence and is short: look at the tail only (bounded work).
+  cut = max(0, len(sentence) - PHRASE_TAIL_CHARS)
+  m = _PHRASE_RE.search(sentence[cut:])
   if m is None:
     return sentence, None
   try:
     seconds = parse_duration(m.group("dur"))
   except SpecError:
     return sentence, None
-  return sentence[: m.start()].rstrip(" ,;"), seconds
+  return sentence[: cut + m.start()].rstrip(" ,;"), seconds
