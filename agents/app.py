@@ -4,8 +4,6 @@ Run with `faust -A bond.agents.app worker -l info`. The agents only move records
 Kafka and the window core, `bond.windowing` (ARCHITECTURE.md).
 """
 
-from typing import Any
-
 import faust
 
 from bond.config import get_settings
@@ -36,19 +34,6 @@ app = faust.App(
   autodiscover=False,
   topic_disable_leader=True,
 )
-
-
-async def changelogs_known(*tables: Any) -> None:
-  """Wait until the worker's producer knows the partitions of these tables' changelogs.
-
-  Setting a table key sends a changelog record through aiokafka's partitioner, which fails
-  with a TypeError (and crashes the worker) while the producer has no metadata for that
-  topic: seen right after a (re)start, when stage 2 restores state as soon as it settles.
-  """
-  # Faust exposes no public wait for metadata; its aiokafka driver holds the real producer.
-  producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-  for table in tables:
-    await producer.partitions_for(table.changelog_topic.get_topic_name())
 
 
 # Importing the modules registers their agents, tables, timers and pages on `app`.

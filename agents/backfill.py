@@ -153,7 +153,7 @@ class Backfills:
           progress["records"] = run.records
           await _save(key, progress)
         # Yield: the live windows of other streams go first; let a long queue drain a little.
-        await asyncio.sleep(0.05 if sink.queue.qsize() > SINK_HIGH_WATER else 0)
+        await asyncio.sleep(0.05 if sink.outbox.waiting() > SINK_HIGH_WATER else 0)
     finally:
       await consumer.stop()
     progress.update(state="done", finished_ms=now_ms())

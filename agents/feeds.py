@@ -7,15 +7,17 @@ topic key, the same worker that aggregates its panes; when partitions move, feed
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bond.agents.app import app, settings
+from bond.agents.outbox import FeedQueue, is_poison
 from bond.agents.panes import reader, settled
 from bond.agents.state import partition_for, state
+from bond.connectors.backoff import Backoff
 from bond.schemas import CcxtSource, CustomSource, OnchainSource
 from bond.topics import RAW_TOPICS
 from bond.windowing import Feed
@@ -101,16 +103,28 @@ async def last_published_trade(feed: Feed, scan: int = 20_000) -> tuple[str, int
 
 
 STOP_TIMEOUT_SEC = 5.0
+START_CONCURRENCY = 8  # feeds started at once (each may scan its raw partition first)
+# What one feed may hold while Kafka does not take its events: beyond this the oldest go,
+# heartbeats first (a later one says the same), each counted in `dropped`.
+FEED_QUEUE_MAX = 20_000
+FEED_QUEUE_BYTES = 4 * 1024 * 1024
+PUBLISH_BATCH = 500
+PUBLISH_RETRY = Backoff(base_sec=0.1, max_sec=5.0, jitter=0.2)
 
 
 @dataclass(eq=False)
 class Running:
-  """One started feed: its connector, the task publishing its events, and whether it may."""
+  """One started feed: its connector, its publishing queue and tasks, and whether it may publish."""
 
   feed: Feed
   connector: Any
-  task: asyncio.Task[None] | None = None
+  task: asyncio.Task[None] | None = None  # reads the connector into `queue`
+  publisher: asyncio.Task[None] | None = None  # sends `queue` to Kafka
   live: bool = True  # cleared the moment the feed must stop: nothing is published after
+  queue: FeedQueue = field(
+    default_factory=lambda: FeedQueue(max_records=FEED_QUEUE_MAX, max_bytes=FEED_QUEUE_BYTES)
+  )
+  ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class FeedRunner:
@@ -119,7 +133,7 @@ class FeedRunner:
   def __init__(self) -> None:
     self.running: dict[str, Running] = {}
     self.producer: AIOKafkaProducer | None = None
-    self.stats: dict[str, int] = {"published": 0, "errors": 0, "muted": 0}
+    self.stats: dict[str, int] = {"published": 0, "errors": 0, "muted": 0, "dropped": 0}
 
   async def producer_started(self) -> AIOKafkaProducer:
     if self.producer is None:
@@ -139,9 +153,10 @@ class FeedRunner:
 
     wanted = {fid: f for fid, f in state.all_feeds().items() if mine(f)}
     await self.stop_feeds([f for f in self.running if f not in wanted])
-    for fid, feed in wanted.items():
-      if fid not in self.running:
-        await self._start(feed)
+    new = [feed for fid, feed in wanted.items() if fid not in self.running]
+    # A few at a time: a stream over many symbols must not wait for each feed in turn.
+    for i in range(0, len(new), START_CONCURRENCY):
+      await asyncio.gather(*(self._start(feed) for feed in new[i : i + START_CONCURRENCY]))
 
   async def _start(self, feed: Feed) -> None:
     try:
@@ -161,6 +176,7 @@ class FeedRunner:
       return
     run = Running(feed, connector)
     run.task = asyncio.create_task(self._pump(run), name=f"feed {feed.id}")
+    run.publisher = asyncio.create_task(self._publish(run), name=f"publish {feed.id}")
     self.running[feed.id] = run
     log.info("feed %s started", feed.id)
 
@@ -183,10 +199,12 @@ class FeedRunner:
       await asyncio.gather(*(self._stop(run) for run in runs))
 
   async def _stop(self, run: Running) -> None:
-    if run.task is not None:
-      run.task.cancel()
-      done, _ = await asyncio.wait({run.task}, timeout=STOP_TIMEOUT_SEC)
-      if not done:
+    tasks = {t for t in (run.task, run.publisher) if t is not None}
+    for task in tasks:
+      task.cancel()
+    if tasks:
+      _done, busy = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_SEC)
+      if busy:
         log.warning(
           "feed %s: publisher still busy after %.0fs (muted)", run.feed.id, STOP_TIMEOUT_SEC
         )
@@ -201,32 +219,89 @@ class FeedRunner:
     log.info("feed %s stopped", run.feed.id)
 
   async def _pump(self, run: Running) -> None:
+    """Read the connector into the feed's bounded queue; never wait for Kafka."""
     feed, connector = run.feed, run.connector
-    producer = await self.producer_started()
-    topic = RAW_TOPICS[feed.source].name
-    key = feed.raw_key.encode()
     async for event in connector:
       if not run.live:
         self.stats["muted"] += 1
         return
-      if getattr(event, "heartbeat", False) and feed.source == "ccxt":
+      heartbeat = bool(getattr(event, "heartbeat", False))
+      if heartbeat and feed.source == "ccxt":
         event.exchange, event.symbol = feed.exchange, feed.symbol
-      body = event.model_dump_json(exclude_none=True).encode()
-      while run.live:
-        try:
-          await producer.send(topic, body, key=key)
-          self.stats["published"] += 1
-          break
-        except KafkaError as err:
-          self.stats["errors"] += 1
-          log.warning("feed %s: publishing failed (%s); retrying", feed.id, err)
-          await asyncio.sleep(0.5)
+      dropped = run.queue.put(event.model_dump_json(exclude_none=True).encode(), heartbeat)
+      run.ready.set()
+      if dropped:
+        if run.queue.dropped == dropped:
+          log.warning("feed %s: Kafka is not taking its events; dropping the oldest "
+                      "(heartbeats first; counted in /bond/stats feeds.dropped)", feed.id)  # fmt: skip
+        self.stats["dropped"] += dropped
 
-  async def stop(self) -> None:
-    await self.stop_feeds(list(self.running))
-    if self.producer is not None:
-      await self.producer.stop()
-      self.producer = None
+  async def _publish(self, run: Running) -> None:
+    """Send the feed's queue to its raw topic in order, retrying with backoff."""
+    producer = await self.producer_started()
+    topic = RAW_TOPICS[run.feed.source].name
+    key = run.feed.raw_key.encode()
+    attempt = 0
+    while run.live:
+      if not run.queue:
+        run.ready.clear()
+        await run.ready.wait()
+        continue
+      batch = run.queue.take(PUBLISH_BATCH)
+      sent, unsent, err = await self._send(run, producer, topic, key, batch)
+      self.stats["published"] += sent
+      if err is None:
+        attempt = 0
+        continue
+      run.queue.give_back(unsent)
+      self.stats["errors"] += 1
+      attempt += 1
+      delay = PUBLISH_RETRY.delay(attempt)
+      log.warning("feed %s: publishing failed (%r); %d waiting, retrying in %.1fs",
+                  run.feed.id, err, len(run.queue), delay)  # fmt: skip
+      await asyncio.sleep(delay)
+
+  async def _send(
+    self,
+    run: Running,
+    producer: AIOKafkaProducer,
+    topic: str,
+    key: bytes,
+    batch: list[tuple[bytes, bool]],
+  ) -> tuple[int, list[tuple[bytes, bool]], BaseException | None]:
+    """Send records in order; return how many are in Kafka, those to send again, and why.
+
+    Only the records that failed are sent again (a record in Kafka twice would be a trade
+    counted twice); one that can never be sent (too large) is dropped and counted.
+    """
+    futures: list[tuple[tuple[bytes, bool], asyncio.Future[Any]]] = []
+    unsent: list[tuple[bytes, bool]] = []
+    failed: BaseException | None = None
+    for i, record in enumerate(batch):
+      if not run.live:
+        break  # muted: nothing more may go out, and nothing is kept
+      try:
+        futures.append((record, await producer.send(topic, record[0], key=key)))
+      except (KafkaError, OSError) as err:
+        if is_poison(err):
+          run.queue.dropped += 1
+          self.stats["dropped"] += 1
+          continue
+        failed, unsent = err, batch[i:]
+        break
+    results = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
+    again: list[tuple[bytes, bool]] = []
+    delivered = 0
+    for (record, _), result in zip(futures, results, strict=True):
+      if not isinstance(result, BaseException):
+        delivered += 1
+      elif is_poison(result):
+        run.queue.dropped += 1
+        self.stats["dropped"] += 1
+      else:
+        again.append(record)
+        failed = failed or result
+    return delivered, again + unsent, failed
 
 
 runner = FeedRunner()

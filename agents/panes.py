@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bond.agents.app import app, changelogs_known, settings
+from bond.agents.app import app, settings
 from bond.agents.state import partition_for, state
 from bond.topics import PANES, RAW_TOPICS
 from bond.windowing import KeyState, PaneOut, PaneRecord, Stage1, WireError
@@ -147,7 +147,6 @@ class RawReader:
   async def run(self) -> None:
     """Read, aggregate and close panes until stopped."""
     await state.ready.wait()
-    await changelogs_known(*TABLES.values())
     self.consumer = AIOKafkaConsumer(
       bootstrap_servers=settings.kafka_bootstrap,
       enable_auto_commit=False,

@@ -6,15 +6,22 @@ from typing import Any
 from aiohttp.web import Response
 
 from bond.agents.app import app
-from bond.agents.panes import reader, settled
+from bond.agents.panes import TABLES, reader, settled
 from bond.agents.state import state
 from bond.agents.windows import driver
+from bond.agents.windows import table as windows_table
 
 
 @app.task
 async def start_worker() -> None:
   """Create the catalog's topics if needed, load the stream registry, start stage 1."""
   await state.start()
+  # A table write picks its changelog partition from the producer's metadata, which holds
+  # only topics it was asked about: fetch it for every changelog before the first write.
+  producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+  for table in (*TABLES.values(), windows_table):
+    await producer.partitions_for(table.changelog_topic.get_topic_name())
+  driver.writable.set()
   reader.start()
 
 

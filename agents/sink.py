@@ -2,33 +2,54 @@
 
 The Redis Stream entry id is `<seq>-0`, so a window emitted twice (after a crash) is
 refused by Redis rather than stored twice; the gateway also sends only increasing seqs.
+
+Output cost does not grow with what one stream does to the others:
+- each stream's windows go to Kafka in order, one batch per stream in flight; a stream
+  whose batch is stuck or backing off (`Backoff`) holds up no other stream;
+- a window that can never be sent (over `BOND_MAX_WINDOW_BYTES`, or refused by Kafka as
+  too large or invalid) is dropped, counted in the stream's `dropped` and logged once;
+- Redis gets the windows of a round in one script call (an XADD each, trimmed by time as
+  it goes in): redis-py's cost is per command, and it was most of the output's CPU;
+- metrics are one script call a second for all streams, their percentiles read from
+  sorted reservoirs.
 """
 
 import asyncio
 import contextlib
 import json
 import logging
-import math
-import random
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
 from bond.agents.app import app, settings
-from bond.agents.state import state
-from bond.topics import stream_topic
+from bond.agents.outbox import Outbox, Recent, Window, is_poison
+from bond.agents.state import partition_for, state
+from bond.connectors.backoff import Backoff
+from bond.topics import PANES, stream_topic
 from bond.topics.admin import TopicAdmin
+from bond.wire import metrics_key, stream_key
 
 log = logging.getLogger(__name__)
 
 RESERVOIR = 1024
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_PER_STREAM = 500  # windows of one stream in one Kafka batch (catching up after downtime)
+REDIS_BATCH = 500  # windows per Redis command (script call)
+REDIS_BATCH_BYTES = 4 * 1024 * 1024
+REDIS_QUEUE_MAX = 200_000
+MAXLEN_TRIM_SEC = 10.0  # how often a ring is also trimmed to BOND_RING_MAXLEN  # windows waiting for Redis (an outage): the oldest go first
+KAFKA_RETRY = Backoff(base_sec=0.1, max_sec=2.0, jitter=0.2)
+REDIS_RETRY = Backoff(base_sec=0.05, max_sec=2.0, jitter=0.5)
+PREPARE_RETRY = Backoff(base_sec=0.25, max_sec=5.0)
+WARN_EVERY_SEC = 5.0  # transient trouble is logged at most this often, with a count
 
 # Prometheus, served by the worker at /metrics (per stream, like GET /v1/streams/{id}/metrics).
 WINDOWS = Counter("bond_worker_windows_total", "windows emitted", ["stream_id"])
@@ -37,6 +58,9 @@ MSGS_IN = Counter(
 )
 LATE = Counter(
   "bond_worker_late_total", "events that arrived after their window was out", ["stream_id"]
+)
+DROPPED = Counter(
+  "bond_worker_dropped_total", "windows that could never be sent, dropped", ["stream_id"]
 )
 EMIT_LAG = Histogram(
   "bond_worker_emit_lag_seconds",
@@ -50,31 +74,38 @@ LATENCY = Histogram(
 )  # fmt: skip
 
 
-def percentile(values: list[float], q: float) -> float | None:
-  """Return the q-quantile (0..1) of values by nearest rank, or None when empty."""
-  if not values:
-    return None
-  ordered = sorted(values)
-  return float(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))])
-
-
 class Sink:
-  """Buffers emitted windows and metrics, and writes them out from one background task."""
+  """Buffers emitted windows and metrics, and writes them out from background tasks."""
 
-  def __init__(self) -> None:
-    self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+  def __init__(self, max_window_bytes: int = settings.bond_max_window_bytes) -> None:
+    self.outbox = Outbox(self._dropped, max_window_bytes, backoff=KAFKA_RETRY)
     self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    self.latency_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=RESERVOIR))
-    self.lag_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=RESERVOIR))
-    self.stats = {"emitted": 0, "redis_dupes": 0, "redis_errors": 0, "kafka_errors": 0}
+    self.latency_ms: dict[str, Recent] = {}
+    self.lag_ms: dict[str, Recent] = {}
+    self._fresh: set[str] = set()  # streams with samples since the last metrics flush
+    self.stats = {"emitted": 0, "dropped": 0, "redis_dupes": 0, "redis_errors": 0,
+                  "redis_dropped": 0, "kafka_errors": 0}  # fmt: skip
     self._redis: aioredis.Redis | None = None
     self._topics: dict[str, str] = {}
-    self.redis_queue: deque[tuple[str, dict[str, Any]]] = deque()
+    self.redis_queue: deque[tuple[str, Window]] = deque()
     self.redis_ready = asyncio.Event()
+    self.wake = asyncio.Event()
     self._producer: AIOKafkaProducer | None = None
     self._admin: TopicAdmin | None = None
     self._prepared: set[str] = set()
     self._admin_lock = asyncio.Lock()
+    self._tasks: set[asyncio.Task[None]] = set()
+    self._preparing: asyncio.Task[None] | None = None
+    self._prepare_attempt = 0
+    self._prepare_after = 0.0
+    self._drop_logged: set[str] = set()
+    self._warned_at = 0.0
+    self._partition: dict[str, int] = {}
+    self._maxlen_trimmed: dict[str, float] = {}
+    self._prom: dict[str, tuple[Any, Any, Any]] = {}
+    self._shas: dict[str, str] = {}
+
+  # ------------------------------------------------------------------ called by stage 2
 
   def emit(
     self, sid: str, event: dict[str, Any], msgs_in: int, lag_ms: int, backfilled: bool = False
@@ -83,17 +114,33 @@ class Sink:
 
     A backfilled window (computed after the fact) does not count in the emit lag.
     """
-    self.queue.put_nowait((sid, event))
-    self.counts[sid]["windows_out"] += 1
-    self.counts[sid]["msgs_in"] += msgs_in
     self.stats["emitted"] += 1
-    WINDOWS.labels(sid).inc()
-    MSGS_IN.labels(sid).inc(msgs_in)
+    windows, msgs, emit_lag = self._children(sid)
     if backfilled:
       self.counts[sid]["backfilled"] += 1
+    else:
+      self._sample(self.lag_ms, sid).add(float(lag_ms))
+      emit_lag.observe(max(0, lag_ms) / 1000)
+    try:
+      window = Window(int(event["seq"]), json.dumps(event, separators=(",", ":")).encode())
+    except (KeyError, TypeError, ValueError) as err:  # a window no client could read
+      self._dropped(sid, 1, f"window cannot be serialised: {err!r}")
       return
-    self.lag_ms[sid].append(float(lag_ms))
-    EMIT_LAG.labels(sid).observe(max(0, lag_ms) / 1000)
+    if not self.outbox.put(sid, window):
+      return
+    counts = self.counts[sid]
+    counts["windows_out"] += 1
+    counts["msgs_in"] += msgs_in
+    windows.inc()
+    msgs.inc(msgs_in)
+    self.wake.set()
+
+  def _children(self, sid: str) -> tuple[Any, Any, Any]:
+    """Return the stream's Prometheus children (labels() per window costs more than the rest)."""
+    got = self._prom.get(sid)
+    if got is None:
+      got = self._prom[sid] = (WINDOWS.labels(sid), MSGS_IN.labels(sid), EMIT_LAG.labels(sid))
+    return got
 
   def count(self, sid: str, field: str, n: int) -> None:
     self.counts[sid][field] += n
@@ -101,18 +148,56 @@ class Sink:
       LATE.labels(sid).inc(n)
 
   def latency(self, sid: str, samples: list[float]) -> None:
-    self.latency_ms[sid].extend(samples)
+    self._sample(self.latency_ms, sid).extend(samples)
     hist = LATENCY.labels(sid)
     for sample in samples:
       hist.observe(sample / 1000)
 
   def forget(self, sid: str) -> None:
     self._prepared.discard(sid)
-    for store in (self.counts, self.latency_ms, self.lag_ms, self._topics):
+    self._drop_logged.discard(sid)
+    self._fresh.discard(sid)
+    self.outbox.forget(sid)
+    stores: tuple[dict[str, Any], ...] = (self.counts, self.latency_ms, self.lag_ms, self._topics,
+                                          self._partition, self._maxlen_trimmed, self._prom)  # fmt: skip
+    for store in stores:
       store.pop(sid, None)
-    for metric in (WINDOWS, MSGS_IN, LATE, EMIT_LAG, LATENCY):
+    for metric in (WINDOWS, MSGS_IN, LATE, DROPPED, EMIT_LAG, LATENCY):
       with contextlib.suppress(KeyError):
         metric.remove(sid)
+
+  def _sample(self, store: dict[str, Recent], sid: str) -> Recent:
+    self._fresh.add(sid)
+    recent = store.get(sid)
+    if recent is None:
+      recent = store[sid] = Recent(RESERVOIR)
+    return recent
+
+  def _dropped(self, sid: str, n: int, reason: str) -> None:
+    """Count windows that will never be sent; log the first time per stream."""
+    self.counts[sid]["dropped"] += n
+    self.stats["dropped"] += n
+    DROPPED.labels(sid).inc(n)
+    if sid not in self._drop_logged:
+      self._drop_logged.add(sid)
+      log.error("stream %s: dropping %d window(s): %s (further drops counted in its metrics)",
+                sid, n, reason)  # fmt: skip
+
+  async def stop(self) -> None:
+    """Close the producer, the admin client and Redis; safe to call twice."""
+    for task in list(self._tasks):
+      task.cancel()
+    producer, self._producer = self._producer, None
+    if producer is not None:
+      await producer.stop()
+    admin, self._admin = self._admin, None
+    if admin is not None:
+      await admin.stop()
+    client, self._redis = self._redis, None
+    if client is not None:
+      await client.aclose()
+
+  # ------------------------------------------------------------------ Kafka
 
   @property
   def redis(self) -> aioredis.Redis:
@@ -125,8 +210,12 @@ class Sink:
   async def _started(self) -> AIOKafkaProducer:
     if self._producer is None:
       # Its own producer: waiting for a new stream topic's metadata must not hold up the panes.
+      # A short linger gathers the windows of many streams into one produce request.
       producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=1
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        linger_ms=2,
+        max_request_size=max(1_048_576, self.outbox.max_window_bytes + 65_536),
       )
       await producer.start()
       if self._producer is None:
@@ -137,8 +226,8 @@ class Sink:
 
   async def prepare(self, sids: list[str]) -> None:
     """Make sure these streams' topics exist and their metadata is known before their first
-    window; otherwise the first window of every new stream waits ~100 ms for both, and the
-    windows of other streams queued behind it wait too. One admin call for all of them.
+    window; otherwise the first window of every new stream waits ~100 ms for both. One admin
+    call for all of them.
     """
     producer = await self._started()
     async with self._admin_lock:
@@ -149,6 +238,7 @@ class Sink:
     for sid, topic in zip(sids, topics, strict=True):
       self._topics[sid] = topic
       self._prepared.add(sid)
+    self.wake.set()
 
   async def _admin_started(self) -> TopicAdmin:
     if self._admin is None:
@@ -157,106 +247,250 @@ class Sink:
       self._admin = admin
     return self._admin
 
-  async def drain(self) -> None:
-    """Write queued windows to Kafka, then to Redis, in order.
-
-    A failure (Kafka away longer than the producer's own retries, a topic that cannot be
-    created yet) never drops a window: the batch is sent again until it is in Kafka.
-    Windows sent twice that way are refused by Redis (`<seq>-0`) and skipped by the gateway.
-    """
+  async def kafka_loop(self) -> None:
+    """Send every stream's queued windows, each stream on its own, forever."""
     producer = await self._started()
-    batch = [await self.queue.get()]
-    while not self.queue.empty() and len(batch) < 500:
-      batch.append(self.queue.get_nowait())
-    bodies = [json.dumps(event, separators=(",", ":")).encode() for _, event in batch]
-    attempt = 0
     while True:
+      self.wake.clear()
+      for sid, batch in self.outbox.take_ready(self._topics.__contains__, BATCH_PER_STREAM):
+        task = asyncio.create_task(self._deliver(producer, sid, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+      self._prepare_missing()
+      timeout = self.outbox.next_retry_in()
+      if self.outbox.pending.keys() - self._topics.keys():
+        timeout = min(timeout if timeout is not None else 1.0, 1.0)
+      with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(self.wake.wait(), timeout)
+
+  def _prepare_missing(self) -> None:
+    """Create the topics of streams with windows but no topic yet, in the background."""
+    missing = [sid for sid in self.outbox.pending if sid not in self._topics]
+    if not missing or self._preparing is not None or time.monotonic() < self._prepare_after:
+      return
+
+    async def run() -> None:
       try:
-        futures: list[asyncio.Future[Any]] = []
-        for (sid, _event), body in zip(batch, bodies, strict=True):
-          if sid not in self._topics:
-            await self.prepare([sid])  # the API creates it; the timer may not have come yet
-          topic = self._topics[sid]
-          futures.append(await producer.send(topic, body, key=sid.encode()))
-        await asyncio.gather(*futures)
-        break
+        await self.prepare(missing)
+        self._prepare_attempt = 0
+      except (KafkaError, OSError, TimeoutError) as err:
+        self._prepare_attempt += 1
+        delay = PREPARE_RETRY.delay(self._prepare_attempt)
+        self._prepare_after = time.monotonic() + delay
+        log.warning("sink: topics of %d streams not ready (%r); retrying in %.1fs",
+                    len(missing), err, delay)  # fmt: skip
+      finally:
+        self._preparing = None
+        self.wake.set()
+
+    self._preparing = asyncio.create_task(run())
+
+  async def _deliver(self, producer: AIOKafkaProducer, sid: str, batch: list[Window]) -> None:
+    """Send one stream's batch in order; settle what went, what is dropped, what waits."""
+    retry = batch
+    try:
+      retry = await self._send(producer, sid, batch)
+    finally:
+      delay = self.outbox.settle(sid, retry)
+      self.wake.set()
+    if delay is not None:
+      self.stats["kafka_errors"] += 1
+      self._warn(
+        f"{len(retry)} window(s) of stream {sid} not in Kafka yet; retrying in {delay:.1f}s"
+      )
+
+  async def _send(self, producer: AIOKafkaProducer, sid: str, batch: list[Window]) -> list[Window]:
+    """Send a batch; hand delivered windows to Redis and return those to send again."""
+    topic, key = self._topics[sid], sid.encode()
+    errors: list[BaseException | None] = [None] * len(batch)
+    futures: list[tuple[int, asyncio.Future[Any]]] = []
+    sent = len(batch)
+    for i, window in enumerate(batch):
+      try:
+        futures.append((i, await producer.send(topic, window.body, key=key)))
       except (KafkaError, OSError) as err:
-        attempt += 1
-        self.stats["kafka_errors"] += 1
-        delay = min(2.0, 0.1 * 2**attempt)
-        log.warning(
-          "sink: %d windows not in Kafka yet (%r); retrying in %.1fs", len(batch), err, delay
-        )
-        await asyncio.sleep(delay)
-    # Redis has its own queue and task: an outage there must not hold up live delivery.
-    self.redis_queue.extend(batch)
-    self.redis_ready.set()
+        errors[i] = err
+        if not is_poison(err):
+          sent = i  # transient: this window and the rest wait, in order
+          break
+    results = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
+    for (i, _), result in zip(futures, results, strict=True):
+      if isinstance(result, BaseException):
+        if not isinstance(result, (KafkaError, OSError)):
+          raise result
+        errors[i] = result
+    delivered: list[Window] = []
+    retry: list[Window] = []
+    for i, window in enumerate(batch):
+      failure = errors[i] if i <= sent else None
+      if i > sent or (failure is not None and not is_poison(failure)) or retry:
+        # After a transient failure everything of this stream goes again, in order
+        # (Redis and the gateway skip what was already there by `seq`).
+        retry.append(window)
+      elif failure is not None:
+        self._dropped(sid, 1, f"Kafka refuses window {window.seq}: {failure!r}")
+      else:
+        delivered.append(window)
+    if delivered:
+      self.redis_queue.extend((sid, w) for w in delivered)
+      self.redis_ready.set()
+    return retry
+
+  def _warn(self, text: str) -> None:
+    now = time.monotonic()
+    if now - self._warned_at >= WARN_EVERY_SEC:
+      self._warned_at = now
+      log.warning("sink: %s (%d windows waiting in all)", text, self.outbox.waiting())
+
+  # ------------------------------------------------------------------ Redis
 
   async def redis_loop(self) -> None:
-    """Write queued windows to the Redis rings, in order, retrying through outages."""
+    """Write delivered windows to the Redis rings, in order, retrying through outages."""
     while True:
       await self.redis_ready.wait()
       self.redis_ready.clear()
       while self.redis_queue:
-        batch = [self.redis_queue.popleft() for _ in range(min(500, len(self.redis_queue)))]
+        over = len(self.redis_queue) - REDIS_QUEUE_MAX
+        for _ in range(max(0, over)):
+          self.redis_queue.popleft()  # older than any ring would keep by now
+        self.stats["redis_dropped"] += max(0, over)
+        batch: list[tuple[str, Window]] = []
+        size = 0
+        while self.redis_queue and len(batch) < REDIS_BATCH and size < REDIS_BATCH_BYTES:
+          batch.append(self.redis_queue.popleft())
+          size += len(batch[-1][1].body)
         await self._to_redis(batch)
 
-  async def _to_redis(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+  async def _to_redis(self, batch: list[tuple[str, Window]]) -> None:
     attempt = 0
     while True:
       # Windows older than the ring would be trimmed at once: drop them instead of writing.
       min_id = int(time.time() * 1000) - settings.bond_ring_seconds * 1000
-      batch = [(sid, ev) for sid, ev in batch if ev["seq"] >= min_id]
+      batch = [(sid, w) for sid, w in batch if w.seq >= min_id]
       if not batch:
         return
       try:
-        pipe = self.redis.pipeline(transaction=False)
-        for sid, event in batch:
-          key = f"bond:stream:{sid}"
-          pipe.xadd(key, {"e": json.dumps(event, separators=(",", ":"))}, id=f"{event['seq']}-0",
-                    maxlen=settings.bond_ring_maxlen, approximate=True)  # fmt: skip
-          pipe.xtrim(key, minid=min_id, approximate=False)
-        results = await pipe.execute(raise_on_error=False)
-        for result in results[::2]:
-          if isinstance(result, ResponseError):
-            self.stats["redis_dupes"] += 1  # equal or smaller id: this window is already there
+        # One command for the whole batch (redis-py's cost is per command, not per byte).
+        args: list[bytes | str | int] = [min_id]
+        for _sid, w in batch:
+          args += [f"{w.seq}-0", w.body]
+        results = await self._script("rings", [stream_key(sid) for sid, _ in batch], args)
+        self.stats["redis_dupes"] += results.count(1)  # already there (a window sent twice)
+        self.stats["redis_errors"] += results.count(2)  # refused for good: retrying won't help
+        await self._trim_maxlen({sid for sid, _ in batch})
         return
       except (RedisError, OSError) as err:
         self.stats["redis_errors"] += 1
-        delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
         attempt += 1
-        log.warning("redis sink: %s; retrying in %.2fs", err, delay)
+        delay = REDIS_RETRY.delay(attempt)
+        self._warn(f"Redis: {err}; {len(batch)} windows retry in {delay:.2f}s")
         await asyncio.sleep(delay)
 
-  async def flush_metrics(self) -> None:
-    """Add counters to each stream's metrics hash and replace its percentiles."""
-    from bond.agents.windows import _owned
-
+  async def _trim_maxlen(self, sids: set[str]) -> None:
+    """Trim rings to BOND_RING_MAXLEN now and then (the time bound is applied on every write)."""
+    now = time.monotonic()
+    due = [sid for sid in sids if now - self._maxlen_trimmed.get(sid, 0.0) >= MAXLEN_TRIM_SEC]
+    if not due:
+      return
     pipe = self.redis.pipeline(transaction=False)
-    for sid in list(self.counts.keys() | self.latency_ms.keys() | self.lag_ms.keys()):
-      key = f"bond:metrics:{sid}"
-      counts = self.counts.pop(sid, {})
-      for field, n in counts.items():
-        if n:
-          pipe.hincrby(key, field, n)
-      if not _owned(sid):
-        continue
-      lat = list(self.latency_ms.get(sid, ()))
-      lag = list(self.lag_ms.get(sid, ()))
-      fields: dict[str, float | int] = {
-        "latency_samples": len(lat),
-        "updated_ms": int(time.time() * 1000),
-      }
-      for name, values in (("latency", lat), ("emit_lag", lag)):
-        for q in (50, 95, 99):
-          value = percentile(values, q / 100)
-          if value is not None:
-            fields[f"{name}_p{q}_ms"] = round(value, 3)
-      pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+    for sid in due:
+      self._maxlen_trimmed[sid] = now
+      pipe.xtrim(stream_key(sid), maxlen=settings.bond_ring_maxlen, approximate=True)
+    await pipe.execute(raise_on_error=False)
+
+  async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    """Run one of SCRIPTS by its hash, loading it first (again after a Redis restart)."""
+    for _ in range(2):
+      sha = self._shas.get(name)
+      if sha is None:
+        sha = self._shas[name] = await self.redis.script_load(SCRIPTS[name])
+      try:
+        return await self.redis.evalsha(sha, len(keys), *keys, *args)  # type: ignore[misc]
+      except NoScriptError:
+        self._shas.pop(name, None)
+    raise RedisError(f"script {name} could not be loaded")
+
+  # ------------------------------------------------------------------ metrics
+
+  def owned(self) -> Callable[[str], bool]:
+    """Return a test of whether this worker owns a stream (its bond.panes partition)."""
+    assigned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == PANES.name}
+
+    def test(sid: str) -> bool:
+      part = self._partition.get(sid)
+      if part is None:
+        part = self._partition[sid] = partition_for(sid, PANES.partitions)
+      return part in assigned
+
+    return test
+
+  async def flush_metrics(self) -> None:
+    """Add counters to each stream's metrics hash and replace its percentiles (one command)."""
+    self.stats["kafka_waiting"] = self.outbox.waiting()  # shown in the worker's /bond/stats
+    self.stats["kafka_in_flight"] = len(self.outbox.inflight)
+    self.stats["redis_waiting"] = len(self.redis_queue)
+    counts, self.counts = self.counts, defaultdict(lambda: defaultdict(int))
+    owned = self.owned()
+    fresh, self._fresh = self._fresh, set()
+    now_ms = int(time.time() * 1000)
+    keys: list[str] = []
+    args: list[str | int | float] = []
+    for sid in counts.keys() | fresh:
+      incr = [x for field, n in counts.get(sid, {}).items() if n for x in (field, n)]
+      values: list[str | int | float] = []
+      if sid in fresh and owned(sid):
+        lat = self.latency_ms.get(sid)
+        values += ["latency_samples", len(lat or ()), "updated_ms", now_ms]
+        for name, recent in (("latency", lat), ("emit_lag", self.lag_ms.get(sid))):
+          for q in (50, 95, 99):
+            value = recent.quantile(q / 100) if recent is not None else None
+            if value is not None:
+              values += [f"{name}_p{q}_ms", round(value, 3)]
+      if incr or values:
+        keys.append(metrics_key(sid))
+        args += [len(incr), len(values), *incr, *values]
+    if not keys:
+      return
     try:
-      await pipe.execute()
+      await self._script("metrics", keys, args)
     except (RedisError, OSError) as err:
       log.warning("metrics: %s", err)
+      # Counters are added again next time rather than lost (percentiles are replaced anyway).
+      for sid, fields in counts.items():
+        for field, n in fields.items():
+          self.counts[sid][field] += n
+
+
+SCRIPTS = {
+  # KEYS: ring of each window; ARGV: min id, then (entry id, body) per window. Returns, per
+  # window, 0 written, 1 already there (equal or smaller id), 2 refused otherwise.
+  "rings": """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local r = redis.pcall('XADD', key, 'MINID', '=', ARGV[1], ARGV[2 * i], 'e', ARGV[2 * i + 1])
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'equal or smaller', 1, true) then out[i] = 1 else out[i] = 2 end
+  else
+    out[i] = 0
+  end
+end
+return out
+""",
+  # KEYS: metrics hashes; ARGV per key: n_incr, n_set, n_incr items (field, n), n_set items
+  # (field, value).
+  "metrics": """
+local at = 1
+for _, key in ipairs(KEYS) do
+  local ni, ns = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  at = at + 2
+  for i = at, at + ni - 1, 2 do redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1]) end
+  at = at + ni
+  if ns > 0 then redis.call('HSET', key, unpack(ARGV, at, at + ns - 1)) end
+  at = at + ns
+end
+return #KEYS
+""",
+}
 
 
 sink = Sink()
@@ -264,9 +498,8 @@ sink = Sink()
 
 @app.task
 async def sink_loop() -> None:
-  """Drain emitted windows forever."""
-  while True:
-    await sink.drain()
+  """Send emitted windows to Kafka forever."""
+  await sink.kafka_loop()
 
 
 @app.task
@@ -281,15 +514,17 @@ PREPARE_PER_TICK = 500
 @app.timer(0.25)
 async def prepare_topics() -> None:
   """Get new streams' topics ready (created, metadata known) before their first window."""
-  from bond.agents.windows import _owned
-
-  todo = [sid for sid in list(state.streams) if sid not in sink._prepared and _owned(sid)]
+  todo = [sid for sid in list(state.streams) if sid not in sink._prepared]
+  if not todo:
+    return
+  owned = sink.owned()
+  todo = [sid for sid in todo if owned(sid)][:PREPARE_PER_TICK]
   if not todo:
     return
   try:
-    await sink.prepare(todo[:PREPARE_PER_TICK])
-  except Exception as err:  # the first window creates its topic anyway; try again next tick
-    log.warning("preparing %d stream topics failed: %r", len(todo[:PREPARE_PER_TICK]), err)
+    await sink.prepare(todo)
+  except (KafkaError, OSError, TimeoutError) as err:  # the sink prepares it anyway; next tick
+    log.warning("preparing %d stream topics failed: %r", len(todo), err)
 
 
 @app.timer(1.0)

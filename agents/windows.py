@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from bond.agents.app import app, changelogs_known, settings
+from bond.agents.app import app, settings
 from bond.agents.panes import PANE_MS, settled
 from bond.agents.sink import sink
 from bond.agents.state import partition_for, state
@@ -54,11 +54,11 @@ class WindowDriver:
     self.owned: frozenset[int] | None = None
     self._version = -1
     self._settled = asyncio.Event()
-    self.changelog_known = False  # no table write before the producer knows its changelog
+    self.writable = asyncio.Event()  # set once the producer knows the changelog's partitions
 
   def sync(self) -> bool:
     """Bring the core up to date with ownership and the registry; return whether settled."""
-    if not settled():
+    if not settled() or not self.writable.is_set():
       self.policy.unsettled()
       self._settled.clear()
       return False
@@ -85,9 +85,6 @@ class WindowDriver:
 
   async def on_batch(self, messages: list[Any]) -> None:
     """Apply a batch of bond.panes messages (once ownership is known: none is dropped)."""
-    if not self.changelog_known:
-      await changelogs_known(table)
-      self.changelog_known = True
     while not self.sync():
       await self._settled.wait()  # set by the timer's sync once the worker settles
     records = []
@@ -119,8 +116,5 @@ async def stage2(stream) -> None:  # type: ignore[no-untyped-def]
 @app.timer(0.02)
 async def deadline_timer() -> None:
   """Emit the windows whose time has come (lateness, quiet or dead feeds)."""
-  if not driver.changelog_known:
-    await changelogs_known(table)
-    driver.changelog_known = True
   if driver.sync():
     driver.core.tick()

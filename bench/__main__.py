@@ -3,7 +3,14 @@
 import subprocess
 import sys
 
-BENCHES = ["bench.pipeline", "bench.gateway", "bench.memory", "bench.feeds"]
+BENCHES = [
+  "bench.pipeline",
+  "bench.gateway",
+  "bench.memory",
+  "bench.feeds",
+  "bench.sink",
+  "bench.streams",
+]
 
 
 def main() -> int:

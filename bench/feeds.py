@@ -24,13 +24,13 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from websockets.asyncio.client import connect
 
-from bench.stack import drop_topics, ensure_infra, free_port, write_result
+from bench.stack import ensure_infra, free_port, write_result
 from bond.config import Settings
 from bond.connectors.ccxt_ws import CcxtWsFeed
 from bond.schemas import RawTick
 from bond.sim.market import START_PRICES
 from bond.topics import RAW_CCXT
-from bond.topics.admin import TopicAdmin
+from bond.topics.admin import TopicAdmin, drop_topics
 
 FEED_SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "DOGE/USDT", "XRP/USDT"]
 

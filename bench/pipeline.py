@@ -22,12 +22,13 @@ import httpx
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.stack import drop_topics, ensure_infra, free_port, write_result
+from bench.stack import ensure_infra, free_port, write_result
 from bond.compiler import stream_id as make_stream_id
 from bond.registry import RegistryWriter, new_record
 from bond.schemas import StreamSpec
 from bond.topics import CATALOG, stream_topic
-from bond.topics.admin import TopicAdmin
+from bond.topics.admin import TopicAdmin, drop_topics
+from bond.wire import metrics_key, stream_key
 
 ROOT = Path(__file__).resolve().parent.parent
 SYMBOLS = [
@@ -236,12 +237,12 @@ async def emit_lag(
     p99s: list[float] = []
     windows = 0
     for sid in sids:
-      metrics = await client.hgetall(f"bond:metrics:{sid}")
+      metrics = await client.hgetall(metrics_key(sid))
       if metrics.get("emit_lag_p99_ms"):
         p50s.append(float(metrics["emit_lag_p50_ms"]))
         p99s.append(float(metrics["emit_lag_p99_ms"]))
         windows += int(metrics.get("windows_out", 0))
-      await client.delete(f"bond:stream:{sid}", f"bond:metrics:{sid}")
+      await client.delete(stream_key(sid), metrics_key(sid))
     await client.aclose()
     pooled = await _window_lags(bootstrap, [f"{run.prefix}bond.stream.{sid}" for sid in sids])
   finally:

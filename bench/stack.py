@@ -158,28 +158,6 @@ def ensure_infra() -> Infra:
   return Infra()
 
 
-async def drop_topics(bootstrap: str, prefixes: tuple[str, ...]) -> int:
-  """Delete every topic whose name starts with one of `prefixes` (a benchmark run's own).
-
-  Best effort and bounded: a benchmark must not leave thousands of topics in a broker the
-  test session may reuse. Returns how many were deleted.
-  """
-  from aiokafka.admin import AIOKafkaAdminClient
-
-  admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
-  try:
-    await asyncio.wait_for(admin.start(), 15)
-    names = sorted(n for n in await admin.list_topics() if n.startswith(prefixes))
-    for i in range(0, len(names), 500):
-      await asyncio.wait_for(admin.delete_topics(names[i : i + 500]), 60)
-    return len(names)
-  except Exception as err:
-    print(f"  (cleanup: topics {prefixes} not deleted: {err})")
-    return 0
-  finally:
-    await admin.close()
-
-
 def write_result(name: str, quick: bool, body: dict[str, Any]) -> Path:
   """Write bench/results/<name>.json: the figures, with when and on what they were measured."""
   import json

@@ -241,6 +241,57 @@ def _op(
   return op
 
 
+_WINDOW_PARAMS = (
+  ("from", "now-6h, now-30m, an ISO-8601 time, or a seq to read after; clamped to "
+   "BOND_HISTORY_HOURS back. Required unless cursor is given", {"type": "string"}),
+  ("to", "the last window's end (seq), inclusive, in the same forms; default: now",
+   {"type": "string"}),
+  ("limit", "windows per page: default BOND_HISTORY_LIMIT (1000), at most "
+   "BOND_HISTORY_MAX_LIMIT (10000)", {"type": "integer", "minimum": 1}),
+  ("format", "jsonl (default; each line one window as sent on the WebSocket), csv (flat "
+   "columns; by_symbol and raw_data as JSON text) or parquet (ts and window_start as "
+   "timestamp ms UTC)", {"type": "string", "enum": ["jsonl", "csv", "parquet"]}),
+  ("cursor", "the X-Next-Cursor of the previous page: the windows after that seq",
+   {"type": "string", "pattern": "^[0-9]{1,18}$"}),
+)  # fmt: skip
+
+
+def _windows_op() -> dict[str, Any]:
+  op = _op(
+    "Read a stream's past windows (oldest first, paged) as JSON lines, CSV or Parquet",
+    "streamWindows",
+    {"200": ("the windows", None)},
+    ("400", "401", "404", "503"),
+    stream_id=True,
+  )
+  op["responses"]["400"]["description"] = "a query parameter is unknown, repeated or malformed"
+  op["parameters"] += [
+    {"name": name, "in": "query", "required": False, "description": desc, "schema": schema}
+    for name, desc, schema in _WINDOW_PARAMS
+  ]
+  page_headers = {
+    "X-Next-Cursor": {
+      "description": "present when more windows follow: pass it as cursor",
+      "schema": {"type": "string"},
+    },
+    "Link": {
+      "description": '<next page URL>; rel="next" when more follow',
+      "schema": {"type": "string"},
+    },
+    "X-Window-Count": {"description": "windows in this page", "schema": {"type": "integer"}},
+  }
+  op["responses"]["200"] = {
+    "description": "a page of windows, oldest first",
+    "headers": page_headers,
+    "content": {
+      "application/x-ndjson": {"schema": {"type": "string"}},
+      "text/csv": {"schema": {"type": "string"}},
+      "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+    },
+  }
+  return op
+
+
 def build_openapi(version: str = "0.3.0") -> dict[str, Any]:
   """Return the OpenAPI 3.1 document of the REST API."""
   pairs = [(m, "validation") for m in _REQUEST_MODELS] + [
@@ -297,6 +348,7 @@ def build_openapi(version: str = "0.3.0") -> dict[str, Any]:
         stream_id=True,
       ),
     },
+    "/v1/streams/{stream_id}/windows": {"get": _windows_op()},
     "/v1/compile": {
       "post": _op(
         "Compile a sentence or spec without creating the stream",

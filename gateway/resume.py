@@ -35,3 +35,16 @@ def parse_from(value: str, now_ms: int | None = None) -> ReplayStart:
     raise ValueError(
       f"from={value[:40]!r} is not now-60s, now-5m, now-2h, an ISO-8601 time or a seq"
     ) from None
+
+
+def parse_to(value: str, now_ms: int | None = None) -> int:
+  """Parse `to` (the same forms as `from`): the largest seq wanted, inclusive."""
+  text = value.strip()
+  if text.isdigit() and len(text) <= 18:
+    return int(text)
+  try:
+    return parse_from(text, now_ms).min_seq
+  except ValueError:
+    raise ValueError(
+      f"to={value[:40]!r} is not now-60s, now-5m, now-2h, an ISO-8601 time or a seq"
+    ) from None

@@ -7,6 +7,7 @@ from starlette.requests import Request
 
 from bond.config import Settings
 from bond.gateway.cpu import CpuPool
+from bond.gateway.history import Slots
 from bond.gateway.markets import MarketCache
 from bond.gateway.observe import ApiMetrics
 from bond.gateway.quota import RateLimiter, StreamQuota
@@ -29,6 +30,7 @@ class ApiState:
   quota: StreamQuota
   rate: RateLimiter
   cpu: CpuPool
+  history_slots: Slots  # BOND_HISTORY_READERS: Kafka history reads at once
 
 
 def api_state(request: Request) -> ApiState:

@@ -11,6 +11,7 @@ class _Counted(Protocol):
   open: int
   msgs_out: int
   replayed: int
+  history_replays: int
   dropped: int
   closes: dict[int, int]
 
@@ -30,7 +31,12 @@ class GatewayStats(Collector):
     yield GaugeMetricFamily("bond_gateway_connections", "open WebSocket sessions", value=g.open)
     yield CounterMetricFamily("bond_gateway_messages_out", "frames delivered", value=g.msgs_out)
     yield CounterMetricFamily(
-      "bond_gateway_replayed", "frames delivered from the ring", value=g.replayed
+      "bond_gateway_replayed", "frames delivered from the ring or history", value=g.replayed
+    )
+    yield CounterMetricFamily(
+      "bond_gateway_history_replays",
+      "replays that read the stream's Kafka topic (from older than the ring)",
+      value=g.history_replays,
     )
     yield CounterMetricFamily("bond_gateway_dropped", "sockets closed as too slow", value=g.dropped)
     closes = CounterMetricFamily("bond_gateway_closes", "sockets closed by code", labels=["code"])

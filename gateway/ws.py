@@ -3,7 +3,9 @@
 `/ws/{stream_id}?token=...&from=...` sends AggregatedEvent JSON text frames in strictly
 increasing `seq`. A connection registers for live events first (they wait in its send
 queue), replays the ring from `from`, then drains the queue keeping only `seq` greater
-than the last one sent, so the splice has no gap and no duplicate.
+than the last one sent, so the splice has no gap and no duplicate. A `from` older than the
+ring's oldest window is first read from the stream's Kafka topic (`history.py`), from that
+time up to the topic's end when the read begins: every later window is in the queue.
 
 The client may send one kind of message: `{"type": "refresh", "token": "<new token>"}`
 (a text frame within BOND_WS_MAX_FRAME_BYTES) to keep the socket past its token's
@@ -33,6 +35,7 @@ from bond.gateway.admission import Admission
 from bond.gateway.direct import direct_writer
 from bond.gateway.fanout import Fanout
 from bond.gateway.gctune import GcTuning
+from bond.gateway.history import HistoryBusy, HistoryReader, Slots, from_kafka, oldest_ms
 from bond.gateway.resume import ReplayStart
 from bond.gateway.session import NOTHING_SENT, Refused, Session, close_socket
 from bond.gateway.stats import GatewayStats
@@ -67,6 +70,8 @@ class Gateway:
     self.open = 0
     self.msgs_out = 0
     self.replayed = 0
+    self.history_replays = 0
+    self.history_slots = Slots(settings.bond_history_readers)
     self.dropped = 0
     self.closes: dict[int, int] = defaultdict(int)
     self.prometheus = CollectorRegistry(auto_describe=True)
@@ -184,6 +189,7 @@ class Gateway:
     min_seq = start.min_seq if start else 0
     try:
       if start is not None:
+        min_seq = await self._history(ws, s, min_seq)
         await self._replay(ws, s, min_seq, None)
       while True:
         if not check_gap and s.direct is not None and not s.done.is_set():
@@ -203,8 +209,39 @@ class Gateway:
     except (RedisError, OSError) as err:
       log.warning("gateway: replay of %s failed: %s", sid, err)
       s.end(wire.TRY_AGAIN, "replay unavailable (Redis), try again later")
+    except KafkaError as err:
+      log.warning("gateway: history of %s failed: %s", sid, err)
+      s.end(wire.TRY_AGAIN, "history unavailable (Kafka), try again later")
+    except HistoryBusy as err:
+      s.end(wire.TRY_AGAIN, f"history busy: {err}; try again later")
     except WebSocketDisconnect:
       s.gone()
+
+  async def _history(self, ws: WebSocket, s: Session, min_seq: int) -> int:
+    """Send the windows from min_seq that the ring no longer holds, from Kafka; return
+    min_seq clamped to the history kept (BOND_HISTORY_HOURS)."""
+    min_seq = max(min_seq, oldest_ms(self.settings.bond_history_hours))
+    first = await self._ring_first(s.stream_id)
+    if not from_kafka(min_seq, first, self.settings.bond_ring_seconds):
+      return min_seq  # the ring has it all
+    with self.history_slots.take():
+      self.history_replays += 1
+      async with HistoryReader(self.settings.kafka_bootstrap, s.stream_id) as reader:
+        async for page in reader.pages(max(min_seq, s.last + 1)):
+          for seq, frame in page:
+            if s.done.is_set():
+              return min_seq
+            await self._send(ws, s, frame)
+            self.replayed += 1
+            s.last = seq
+    return min_seq
+
+  async def _ring_first(self, sid: str) -> int | None:
+    """Return the seq of the ring's oldest window, None when the ring is empty."""
+    entries: list[tuple[bytes, Any]] = cast(
+      Any, await self.redis.xrange(wire.stream_key(sid), count=1)
+    )
+    return int(entries[0][0].split(b"-", 1)[0]) if entries else None
 
   async def _replay(self, ws: WebSocket, s: Session, lo: int, hi: int | None) -> None:
     async for seq, frame in self._ring(s.stream_id, lo, hi):

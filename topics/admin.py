@@ -4,9 +4,11 @@ import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from bond.topics.catalog import CATALOG, TopicSpec, stream_topic
+from bond.config import get_settings
+from bond.topics.catalog import TopicSpec, catalog, stream_topic
 
 log = logging.getLogger(__name__)
 
@@ -14,11 +16,29 @@ TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 
 
 class TopicAdmin:
-  """A small wrapper over aiokafka's admin client for Bond's topics."""
+  """A small wrapper over aiokafka's admin client for Bond's topics.
 
-  def __init__(self, bootstrap: str) -> None:
+  Stream topics are created keeping `stream_retention_ms` (BOND_HISTORY_HOURS) and the raw
+  topics `raw_retention_ms` (BOND_RAW_RETENTION_HOURS); `ensure` also moves the retention of
+  existing topics it is given to the one asked.
+  """
+
+  def __init__(
+    self,
+    bootstrap: str,
+    *,
+    stream_retention_ms: int | None = None,
+    raw_retention_ms: int | None = None,
+  ) -> None:
     self._client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     self._started = False
+    # Unset: the process's Settings, so every process creating a topic keeps the same hours.
+    if stream_retention_ms is None or raw_retention_ms is None:
+      conf = get_settings()
+      stream_retention_ms = stream_retention_ms or conf.stream_retention_ms
+      raw_retention_ms = raw_retention_ms or conf.raw_retention_ms
+    self.stream_retention_ms: int = stream_retention_ms
+    self.raw_retention_ms: int = raw_retention_ms
 
   async def start(self) -> None:
     """Connect to the cluster."""
@@ -42,10 +62,14 @@ class TopicAdmin:
     """Return the names of the topics the cluster has."""
     return set(await self._client.list_topics())
 
-  async def ensure(self, specs: tuple[TopicSpec, ...] | list[TopicSpec] = CATALOG) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
+  async def ensure(self, specs: tuple[TopicSpec, ...] | list[TopicSpec] | None = None) -> list[str]:
+    """Create the topics that do not exist yet (the catalog by default) and align the
+    retention of those that do; return the names created."""
+    if specs is None:
+      specs = catalog(self.raw_retention_ms)
     have = await self.existing()
     missing = [s for s in specs if s.name not in have]
+    await self.align_retention([s for s in specs if s.name in have])
     if not missing:
       return []
     new = [
@@ -82,9 +106,49 @@ class TopicAdmin:
       timeout_sec,
     )
 
+  async def retention_of(self, names: list[str]) -> dict[str, int | None]:
+    """Return each topic's `retention.ms` (None when the answer lacks it)."""
+    if not names:
+      return {}
+    asked = [ConfigResource(ConfigResourceType.TOPIC, n, {"retention.ms": None}) for n in names]
+    found: dict[str, int | None] = dict.fromkeys(names)
+    for resp in await self._client.describe_configs(asked):
+      # (error_code, error_message, resource_type, resource_name, [(name, value, ...)])
+      for resource in resp.resources:
+        code, name, entries = resource[0], resource[3], resource[4]
+        if code:
+          raise KafkaError(f"cannot read the configs of topic {name}: error {code} {resource[1]}")
+        for entry in entries:
+          if entry[0] == "retention.ms" and entry[1] is not None:
+            found[name] = int(entry[1])
+    return found
+
+  async def align_retention(self, specs: list[TopicSpec]) -> list[str]:
+    """Set `retention.ms` of existing topics whose retention differs from their spec's."""
+    wanted = {s.name: s for s in specs if s.retention_ms is not None}
+    current = await self.retention_of(list(wanted))
+    stale = [wanted[n] for n, ms in current.items() if ms != wanted[n].retention_ms]
+    if not stale:
+      return []
+    # AlterConfigs (not incremental) replaces a topic's whole dynamic config: send all of it.
+    changes = [ConfigResource(ConfigResourceType.TOPIC, s.name, s.configs()) for s in stale]
+    for resp in await self._client.alter_configs(changes):
+      for code, message, _type, name in resp.resources:
+        if code:
+          raise KafkaError(f"cannot set the retention of topic {name}: error {code} {message}")
+    log.info("retention set on %s", {s.name: s.retention_ms for s in stale})
+    return [s.name for s in stale]
+
+  async def align_stream_topics(self, stream_ids: list[str]) -> list[str]:
+    """Move the existing topics of these streams to `stream_retention_ms` (topics made
+    under another BOND_HISTORY_HOURS); return the names changed."""
+    have = await self.existing()
+    specs = [stream_topic(sid, self.stream_retention_ms) for sid in stream_ids]
+    return await self.align_retention([s for s in specs if s.name in have])
+
   async def create_stream_topic(self, stream_id: str) -> str:
-    """Create `bond.stream.<id>` if missing and return its name."""
-    spec = stream_topic(stream_id)
+    """Create `bond.stream.<id>` (kept `stream_retention_ms`) if missing; return its name."""
+    spec = stream_topic(stream_id, self.stream_retention_ms)
     await self.ensure([spec])
     return spec.name
 
@@ -98,7 +162,28 @@ class TopicAdmin:
     await self._visible({name}, present=False)
 
 
-async def ensure_catalog(bootstrap: str) -> list[str]:
-  """Create every catalog topic that is missing; return the names created."""
-  async with TopicAdmin(bootstrap) as admin:
+async def ensure_catalog(bootstrap: str, raw_retention_ms: int | None = None) -> list[str]:
+  """Create every catalog topic that is missing, align the raw topics' retention; return the
+  names created."""
+  async with TopicAdmin(bootstrap, raw_retention_ms=raw_retention_ms) as admin:
     return await admin.ensure()
+
+
+async def drop_topics(bootstrap: str, prefixes: tuple[str, ...]) -> int:
+  """Delete every topic whose name starts with one of `prefixes` (a test's or bench's own).
+
+  Best effort and bounded: a run must not leave thousands of topics in a broker that the
+  next run reuses. Returns how many were deleted.
+  """
+  admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+  try:
+    await asyncio.wait_for(admin.start(), 15)
+    names = sorted(n for n in await admin.list_topics() if n.startswith(prefixes))
+    for i in range(0, len(names), 500):
+      await asyncio.wait_for(admin.delete_topics(names[i : i + 500]), 60)
+    return len(names)
+  except (KafkaError, OSError, TimeoutError) as err:
+    log.warning("topics %s not deleted: %s", prefixes, err)
+    return 0
+  finally:
+    await admin.close()

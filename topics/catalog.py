@@ -4,7 +4,7 @@ Topic names are spelled here and nowhere else; code imports them from this modul
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # A prefix for every topic name, so several Bond deployments (or test runs) can share a cluster.
 PREFIX = os.environ.get("BOND_TOPIC_PREFIX", "")
@@ -73,7 +73,9 @@ PANES = TopicSpec(
 )
 
 STREAM_TOPIC_PREFIX = PREFIX + "bond.stream."
-STREAM_RETENTION_MS = HOUR_MS
+# Defaults of BOND_HISTORY_HOURS and BOND_RAW_RETENTION_HOURS; TopicAdmin applies the settings.
+STREAM_RETENTION_MS = 24 * HOUR_MS
+RAW_RETENTION_MS = 24 * HOUR_MS
 RAW_TOPICS = {"ccxt": RAW_CCXT, "twitter": RAW_X, "onchain": RAW_ONCHAIN, "custom": RAW_CUSTOM}
 CATALOG: tuple[TopicSpec, ...] = (
   CONTROL_STREAMS,
@@ -85,12 +87,19 @@ CATALOG: tuple[TopicSpec, ...] = (
 )
 
 
-def stream_topic(stream_id: str) -> TopicSpec:
-  """Return the per-stream output topic of `stream_id`."""
+def catalog(raw_retention_ms: int = RAW_RETENTION_MS) -> tuple[TopicSpec, ...]:
+  """Return the catalog with the raw topics kept `raw_retention_ms` (BOND_RAW_RETENTION_HOURS)."""
+  raw = {spec.name for spec in RAW_TOPICS.values()}
+  return tuple(replace(s, retention_ms=raw_retention_ms) if s.name in raw else s for s in CATALOG)
+
+
+def stream_topic(stream_id: str, retention_ms: int = STREAM_RETENTION_MS) -> TopicSpec:
+  """Return the per-stream output topic of `stream_id`, its windows kept `retention_ms`
+  (BOND_HISTORY_HOURS: the history the WebSocket replay and GET .../windows can read)."""
   return TopicSpec(
     STREAM_TOPIC_PREFIX + stream_id,
     key="stream_id",
     value="AggregatedEvent",
     partitions=1,
-    retention_ms=STREAM_RETENTION_MS,
+    retention_ms=retention_ms,
   )

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from bench.gateway.plan import HOST
-from bench.stack import drop_topics
+from bond.topics.admin import drop_topics
 
 
 class Deployment:

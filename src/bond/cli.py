@@ -186,6 +186,26 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 130
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+  """Serve Bond's MCP server over stdio for an AI agent host."""
+  try:
+    from bond.mcp_server import build_server, run_stdio
+  except ImportError as err:
+    raise BondError(
+      f"the MCP server needs the mcp extra: pip install 'bond-streams[mcp]' ({err})"
+    ) from err
+  run_stdio(build_server(api_url=args.api_url, api_key=args.api_key))
+  return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+  """Write a stream's past windows to a Parquet, CSV or JSON lines file."""
+  from bond.cli_export import export_main
+
+  with _client(args).sync() as client:
+    return export_main(client, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
   """Return the argument parser of the `bond` command."""
   parser = argparse.ArgumentParser(
@@ -228,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(func=cmd_rm)
   p = sub.add_parser("listen", help="print a stream's events (a sentence or a stream id)")
   p.add_argument("target", nargs="+")
-  p.add_argument("--from", dest="from_", help="replay first: now-60s, now-5m, an ISO time or a seq")
+  p.add_argument(
+    "--from",
+    dest="from_",
+    help="replay first: now-60s, now-2h (up to BOND_HISTORY_HOURS back), an ISO time or a seq",
+  )
   p.add_argument(
     "--format",
     choices=["table", "json"],
@@ -236,6 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     help="default: table on a terminal, json otherwise",
   )
   p.set_defaults(func=cmd_listen)
+  p = sub.add_parser(
+    "mcp", help="serve the MCP server over stdio for an AI agent (BOND_API_URL, BOND_API_KEY)"
+  )
+  p.set_defaults(func=cmd_mcp)
+  p = sub.add_parser("export", help="write a stream's past windows to .parquet, .csv or .jsonl")
+  p.add_argument("stream_id")
+  p.add_argument("--from", dest="from_", required=True, help="now-6h, an ISO time or a seq")
+  p.add_argument("--to", default=None, help="the last window's end (inclusive); default: now")
+  p.add_argument("-o", "--output", required=True, help="the file: btc.parquet, btc.csv, btc.jsonl")
+  p.add_argument("--format", choices=["parquet", "csv", "jsonl"], help="default: from -o's name")
+  p.add_argument("--limit", type=int, default=None, help="at most this many windows")
+  p.set_defaults(func=cmd_export)
   return parser
 
 

@@ -20,7 +20,7 @@ import os
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypedDict, cast
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -29,7 +29,7 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from bond import wire
+from bond import tables, wire
 from bond.errors import BondError
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ BACKOFF_MAX_SEC = 10.0
 TOKEN_MARGIN_SEC = 60.0
 RATE_LIMIT_RETRIES = 3
 RATE_LIMIT_MAX_WAIT_SEC = 10.0
+HISTORY_PAGE = 1000  # windows asked per request (the API's default BOND_HISTORY_MAX_LIMIT is 10000)
 
 
 class SymbolFields(TypedDict, total=False):
@@ -148,6 +149,37 @@ def _rate_limited_for(resp: httpx.Response) -> float | None:
   return min(max(wait, 0.1), RATE_LIMIT_MAX_WAIT_SEC) * random.uniform(1.0, 1.2)
 
 
+def _history_query(
+  from_: str, to: str | None, limit: int | None, got: int, cursor: str | None, page_size: int
+) -> dict[str, str] | None:
+  """Return the query of the next history page, or None when `limit` windows are in."""
+  want = page_size if limit is None else min(page_size, limit - got)
+  if want <= 0:
+    return None
+  query = {"limit": str(want), "format": "jsonl"}
+  query.update({"cursor": cursor} if cursor is not None else {"from": str(from_)})
+  if to is not None:
+    query["to"] = str(to)
+  return query
+
+
+def _history_page(resp: httpx.Response) -> tuple[list[dict[str, Any]], str | None]:
+  """Return one history answer's windows and its next cursor (None on the last page)."""
+  if not resp.is_success:
+    _answer(resp)  # raises BondAPIError with the API's message
+  rows = [json.loads(line) for line in resp.text.splitlines() if line.strip()]
+  return rows, (resp.headers.get("x-next-cursor") if rows else None)
+
+
+def _history_args(from_: str, limit: int | None, page_size: int) -> None:
+  if not str(from_).strip():
+    raise ValueError("from_ is required: now-6h, an ISO-8601 time or a seq")
+  if limit is not None and limit < 1:
+    raise ValueError(f"limit must be at least 1, not {limit}")
+  if page_size < 1:
+    raise ValueError(f"page_size must be at least 1, not {page_size}")
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
   return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
@@ -224,21 +256,26 @@ class BondClient:
     self.token_refreshes = 0
     self._http: httpx.AsyncClient | None = None
 
-  async def _call(self, method: str, path: str, body: Any = None) -> Any:
+  async def _request(
+    self, method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None
+  ) -> httpx.Response:
     if self._http is None:
       self._http = httpx.AsyncClient(
         base_url=self.api_url, headers=_headers(self.api_key), timeout=self.timeout_sec
       )
     for attempt in range(RATE_LIMIT_RETRIES + 1):
       try:
-        resp = await self._http.request(method, path, json=body)
+        resp = await self._http.request(method, path, json=body, params=params)
       except httpx.TransportError as err:
         raise BondConnectionError(self.api_url, err) from err
       wait = _rate_limited_for(resp)
       if wait is None or attempt == RATE_LIMIT_RETRIES:
         break
       await asyncio.sleep(wait)  # the project is over its request rate: as the API asks
-    return _answer(resp)
+    return resp
+
+  async def _call(self, method: str, path: str, body: Any = None) -> Any:
+    return _answer(await self._request(method, path, body))
 
   async def aclose(self) -> None:
     """Close the HTTP connection pool; safe to call twice."""
@@ -286,6 +323,45 @@ class BondClient:
   async def compile(self, sentence: str | Mapping[str, Any]) -> dict[str, Any]:
     """Return the spec and stream id a sentence would create, creating nothing."""
     return cast(dict[str, Any], await self._call("POST", "/v1/compile", _create_body(sentence)))
+
+  async def history_pages(
+    self,
+    stream_id: str,
+    from_: str,
+    to: str | None = None,
+    limit: int | None = None,
+    *,
+    page_size: int = HISTORY_PAGE,
+  ) -> AsyncIterator[list[dict[str, Any]]]:
+    """Yield a stream's past windows page by page, oldest first (GET .../windows)."""
+    _history_args(from_, limit, page_size)
+    got, cursor = 0, None
+    while (query := _history_query(from_, to, limit, got, cursor, page_size)) is not None:
+      rows, cursor = _history_page(
+        await self._request("GET", _path(stream_id, "/windows"), None, query)
+      )
+      if rows:
+        got += len(rows)
+        yield rows
+      if cursor is None:
+        return
+
+  async def history(
+    self,
+    stream_id: str,
+    from_: str,
+    to: str | None = None,
+    limit: int | None = None,
+    *,
+    as_frame: bool = False,
+  ) -> Any:
+    """Return a stream's windows from `from_` (now-6h, ISO-8601, a seq) to `to` (inclusive;
+    default: now), at most `limit`, oldest first: a list of dicts, or a pandas DataFrame
+    of flat rows with `as_frame=True` (needs `bond-streams[pandas]`)."""
+    rows: list[dict[str, Any]] = []
+    async for page in self.history_pages(stream_id, from_, to, limit):
+      rows += page
+    return tables.to_frame(rows) if as_frame else rows
 
   async def _open(self, target: str | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(target, str) and STREAM_ID_RE.fullmatch(target.strip()):
@@ -399,12 +475,57 @@ class SyncBondClient:
     self.ws_url = ws_url
     self._http = httpx.Client(base_url=self.api_url, headers=_headers(api_key), timeout=timeout_sec)
 
+  def _request(
+    self, method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None
+  ) -> httpx.Response:
+    for attempt in range(RATE_LIMIT_RETRIES + 1):
+      try:
+        resp = self._http.request(method, path, json=body, params=params)
+      except httpx.TransportError as err:
+        raise BondConnectionError(self.api_url, err) from err
+      wait = _rate_limited_for(resp)
+      if wait is None or attempt == RATE_LIMIT_RETRIES:
+        break
+      time.sleep(wait)  # the project is over its request rate: as the API asks
+    return resp
+
   def _call(self, method: str, path: str, body: Any = None) -> Any:
-    try:
-      resp = self._http.request(method, path, json=body)
-    except httpx.TransportError as err:
-      raise BondConnectionError(self.api_url, err) from err
-    return _answer(resp)
+    return _answer(self._request(method, path, body))
+
+  def history_pages(
+    self,
+    stream_id: str,
+    from_: str,
+    to: str | None = None,
+    limit: int | None = None,
+    *,
+    page_size: int = HISTORY_PAGE,
+  ) -> Iterator[list[dict[str, Any]]]:
+    """Yield a stream's past windows page by page, oldest first (GET .../windows)."""
+    _history_args(from_, limit, page_size)
+    got, cursor = 0, None
+    while (query := _history_query(from_, to, limit, got, cursor, page_size)) is not None:
+      rows, cursor = _history_page(self._request("GET", _path(stream_id, "/windows"), None, query))
+      if rows:
+        got += len(rows)
+        yield rows
+      if cursor is None:
+        return
+
+  def history(
+    self,
+    stream_id: str,
+    from_: str,
+    to: str | None = None,
+    limit: int | None = None,
+    *,
+    as_frame: bool = False,
+  ) -> Any:
+    """Return a stream's windows from `from_` to `to`, at most `limit` (see BondClient.history)."""
+    rows: list[dict[str, Any]] = []
+    for page in self.history_pages(stream_id, from_, to, limit):
+      rows += page
+    return tables.to_frame(rows) if as_frame else rows
 
   def close(self) -> None:
     """Close the HTTP connection pool."""

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
   bond_max_streams: int = Field(5, ge=1)
   bond_ring_seconds: int = Field(60, ge=1)
   bond_ring_maxlen: int = Field(1000, ge=1)
+  # One window's JSON; bigger ones are dropped and counted (Kafka refuses records over ~1 MiB).
+  bond_max_window_bytes: int = Field(524_288, ge=1024, le=1_000_000)
   bond_token_ttl: int = Field(3600, ge=1)
   bond_lateness_ms: int = Field(1000, ge=0)
   bond_pane_ms: int = Field(1000, ge=100)
@@ -38,6 +40,10 @@ class Settings(BaseSettings):
   bond_ccxt_mode: Literal["rest", "ws"] = "ws"
   bond_poll_sec: float = Field(5.0, gt=0)
   bond_api_keys: str = ""
+  # The API's /mcp endpoint: where its tools call the API back (default this API on loopback),
+  # and the Host headers it answers (DNS-rebinding guard; "" turns it off behind a proxy).
+  bond_mcp_api_url: str = ""
+  bond_mcp_hosts: str = "127.0.0.1:*,localhost:*,[::1]:*"
   bond_ws_queue: int = Field(256, ge=1)
   # -- exposure limits (README "Security"): sockets, tokens, API fairness
   bond_ws_queue_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
@@ -73,6 +79,12 @@ class Settings(BaseSettings):
   bond_custom_max_message_bytes: int = Field(65_536, ge=1024, le=1 << 20)
   bond_custom_max_msgs_per_sec: float = Field(200.0, gt=0)
   bond_custom_ts_skew_ms: int = Field(300_000, ge=1000)  # event time kept within now +- this
+  # ---- history (issue 14): how long Kafka keeps windows and raw events, and how it is read.
+  bond_history_hours: int = Field(24, ge=1, le=24 * 365)  # retention of bond.stream.<id>
+  bond_raw_retention_hours: int = Field(24, ge=1, le=24 * 365)  # retention of bond.raw.*
+  bond_history_limit: int = Field(1000, ge=1)  # GET .../windows rows per page by default
+  bond_history_max_limit: int = Field(10_000, ge=1, le=100_000)  # and at most
+  bond_history_readers: int = Field(32, ge=1, le=1024)  # Kafka history reads at once, per process
 
   @field_validator("bond_custom_allow")
   @classmethod
@@ -99,9 +111,24 @@ class Settings(BaseSettings):
     return ",".join(names)
 
   @property
+  def stream_retention_ms(self) -> int:
+    """Return how long stream topics keep windows (BOND_HISTORY_HOURS), in ms."""
+    return self.bond_history_hours * 3_600_000
+
+  @property
+  def raw_retention_ms(self) -> int:
+    """Return how long raw topics keep events (BOND_RAW_RETENTION_HOURS), in ms."""
+    return self.bond_raw_retention_hours * 3_600_000
+
+  @property
   def exchanges(self) -> list[str]:
     """Return the configured exchange ids, in order."""
     return self.bond_exchanges.split(",")
+
+  @property
+  def mcp_allowed_hosts(self) -> tuple[str, ...]:
+    """Return the Host headers /mcp answers (empty: no check)."""
+    return tuple(h.strip() for h in self.bond_mcp_hosts.split(",") if h.strip())
 
   @property
   def api_keys(self) -> dict[str, str]:

@@ -221,6 +221,7 @@ async def test_openapi_document_is_valid_and_complete(client: httpx.AsyncClient)
     ("/v1/streams/{stream_id}", "delete"),
     ("/v1/streams/{stream_id}/token", "post"),
     ("/v1/streams/{stream_id}/metrics", "get"),
+    ("/v1/streams/{stream_id}/windows", "get"),
     ("/v1/compile", "post"),
     ("/healthz", "get"),
     ("/readyz", "get"),
@@ -428,6 +429,11 @@ async def test_compile_is_a_dry_run(client: httpx.AsyncClient) -> None:
     await client.post("/v1/compile", json={"natural_language": "purple monkey dishwasher"}), 422
   )
   assert "purple" in message and "BTC price + tweets every 5s" in message
+  # A content word Bond cannot serve is refused, not dropped (it compiled to a trades stream).
+  message = assert_error(
+    await client.post("/v1/compile", json={"natural_language": "BTC orderbook every 1s"}), 422
+  )
+  assert "'orderbook'" in message and "which Bond does not have" in message
   assert_error(await client.post("/v1/compile", json={"spec": {"sources": []}}), 422, "sources")
 
 

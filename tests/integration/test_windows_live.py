@@ -136,6 +136,11 @@ async def send_late_trade(dep: Deployment, sid: str, tr: dict) -> int:
   seen_ms = int(time.time() * 1000)
 
   async def flushed_again() -> bool:
+    # The feed keeps progressing, so windows go out and the sink flushes their metrics (it
+    # writes a stream's hash only when the stream has something new).
+    await dep.send("bond.raw.ccxt", tr["symbol"], heartbeat=True, source="ccxt", exchange=tr["exchange"],
+                   symbol=tr["symbol"], ts=int(time.time() * 1000))  # fmt: skip
+    await dep.flush()
     updated = await dep.redis.hget(f"bond:metrics:{sid}", "updated_ms")
     return updated is not None and int(updated) > seen_ms + 1000
 

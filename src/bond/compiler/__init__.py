@@ -1,9 +1,12 @@
 """Turn a sentence or a JSON spec into a StreamSpec, and a StreamSpec into its stream id.
 
 The sentence compiler is a small deterministic scanner over a fixed vocabulary (no
-network, no model): it finds symbols, sources, exchanges and one window interval, and
-ignores filler. It only complains about words when it cannot find what a stream needs,
-or when a number or unit is malformed.
+network, no model): it finds symbols, sources, exchanges and one window interval (also
+in shorthand, words and fractions: "5 secs", "every half a minute", "twice a minute"),
+and ignores filler. A bare list of symbols asks for their prices. It refuses, naming the
+words: a content word asking for data Bond does not have ("orderbook", "funding"), past
+data ("for the last hour": the API's `backfill`), a stream's lifetime ("for 10 minutes"),
+a vague or malformed interval, and a sentence missing what a stream needs.
 
   lexicon.py   the vocabulary (assets, sources, exchanges, units, filler)
   lexer.py     sentence -> tokens; a token as an asset or a pair

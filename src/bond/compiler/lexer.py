@@ -1,7 +1,7 @@
 """Split a sentence into tokens, and read a token as an asset or a pair."""
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bond.compiler.lexicon import (
   _AMBIGUOUS_ASSETS,
@@ -13,6 +13,7 @@ from bond.compiler.lexicon import (
   _TICKER_RE,
   _TOKEN_RE,
   _UNITS,
+  _UNSERVED,
 )
 
 
@@ -23,10 +24,10 @@ class _Tok:
   prefixed: bool = False
   possessive: bool = False
   unit: str | None = None
+  low: str = field(init=False, repr=False)  # text.lower(), read many times per token
 
-  @property
-  def low(self) -> str:
-    return self.text.lower()
+  def __post_init__(self) -> None:
+    self.low = self.text.lower()
 
 
 def _tokenize(text: str) -> list[_Tok]:
@@ -50,6 +51,9 @@ def _tokenize(text: str) -> list[_Tok]:
   return _split_compounds(toks)
 
 
+_NUM_PART_RE = re.compile(r"^(?P<num>[0-9]+)(?P<unit>[A-Za-z]+)?$")
+
+
 def _split_compounds(toks: list[_Tok]) -> list[_Tok]:
   # "btc-price" or "price/volume" read as two words; "on-chain", "eth/usdt" stay whole.
   out: list[_Tok] = []
@@ -63,6 +67,10 @@ def _split_compounds(toks: list[_Tok]) -> list[_Tok]:
     parts = [p for p in re.split(r"[-./]", tok.text) if p]
     for k, part in enumerate(parts):
       last = k == len(parts) - 1
+      num = _NUM_PART_RE.match(part)
+      if num is not None and (num["unit"] is None or num["unit"].lower() in _UNITS):
+        out.append(_Tok("num", num["num"], unit=num["unit"]))  # "trades/10s"
+        continue
       out.append(
         _Tok(
           "word",
@@ -81,6 +89,7 @@ def _is_vocab(low: str) -> bool:
     or low in _FILLER
     or low in _ASSETS
     or low in _UNITS
+    or low in _UNSERVED
   )
 
 

@@ -1,5 +1,6 @@
 """One left-to-right pass over a sentence's tokens, collecting what it asks for."""
 
+import contextlib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
@@ -8,24 +9,52 @@ from bond.compiler.lexicon import (
   _ADJECTIVE_UNITS,
   _AMBIGUOUS_ASSETS,
   _ASSETS,
+  _CANDLE_WORDS,
   _CCXT_WORDS,
   _CHAIN_FOLLOWERS,
+  _CLOCK_RE,
   _CONNECTORS,
   _DESCRIPTIVE_FOLLOWERS,
   _EVERY,
+  _EXCHANGE_OR_ASSET,
   _FILLER,
+  _FRACTION_WORDS,
+  _HISTORY_WORDS,
   _INTERVAL_WORDS,
+  _LIFETIME_WORDS,
   _LIQUIDATION_WORDS,
   _MULTIWORD_ASSETS,
   _NOT_TICKERS,
   _NUMBER_WORDS,
   _ONCHAIN_WORDS,
+  _PAST_WORDS,
   _QUOTE_LINKS,
   _QUOTES,
+  _SCHEDULE_WORDS,
   _SOURCE_WORDS,
+  _STRAY_UNITS,
+  _TENS,
+  _TIMES,
   _TWITTER_WORDS,
   _UNITS,
+  _UNSERVED,
+  _UNSERVED_PAIRS,
+  _VAGUE_COUNTS,
+  _WINDOW_NOUNS,
 )
+
+# Words that may stand between "last"/"past" and its duration ("the last few hours").
+_VAGUE = frozenset("few couple of several many the".split())
+# "ask" is a verb after or before these ("can I ask for"), otherwise the ask side of a book.
+_ASK_VERB_NEXT = frozenset("for you me to about if whether".split())
+_AFTER_DURATION_PAST = frozenset("ago back".split())
+_PER = frozenset("a an per every each".split())
+
+
+def _value(text: str) -> Decimal:
+  """Return a number as written: 5, 1.5, 1/2 (raises InvalidOperation, ZeroDivisionError)."""
+  top, _, bottom = text.partition("/")
+  return Decimal(top) / Decimal(bottom) if bottom else Decimal(top)
 
 
 @dataclass
@@ -49,6 +78,9 @@ class _Found:
   urls: list[str] = field(default_factory=list)
   intervals: list[_Interval] = field(default_factory=list)
   unknown: list[str] = field(default_factory=list)
+  unserved: list[tuple[str, str]] = field(default_factory=list)  # (word, what it asks for)
+  past: list[str] = field(default_factory=list)  # "last hour": a backfill request
+  lifetime: list[str] = field(default_factory=list)  # "for 10 minutes": a stream's lifetime
   malformed: list[tuple[str, str]] = field(default_factory=list)  # (word, why)
 
 
@@ -139,10 +171,110 @@ class _Scanner:
       self._ahead[k] = result
     return result
 
-  def _interval(self, seconds: Decimal, written: str, explicit: bool, after: int) -> None:
-    if not explicit and self._low(after) in _DESCRIPTIVE_FOLLOWERS:
-      return
+  def _interval(self, seconds: Decimal, written: str, explicit: bool, after: int) -> int:
+    """Record a duration read before token `after`; return where to go on."""
+    follower = self._low(after)
+    if follower in _AFTER_DURATION_PAST:
+      self.found.past.append(f"{written} {follower}")  # "2 hours ago"
+      return after + 1
+    if follower in _WINDOW_NOUNS:
+      explicit = True  # "5 second windows"
+    elif not explicit and follower in _DESCRIPTIVE_FOLLOWERS:
+      return after
     self.found.intervals.append(_Interval(seconds, written, explicit))
+    return after
+
+  def _per(self, i: int, times: Decimal) -> int | None:
+    """Read "twice a minute", "3 times per hour" at token i as an interval; return the
+    index after it, or None."""
+    j = i + (2 if self._low(i + 1) == "times" else 1)
+    if times <= 0 or self._low(j) not in _PER:
+      return None
+    duration = self._duration(j + 1, bare=True)
+    if duration is None:
+      return None
+    seconds, written, nxt = duration
+    phrase = " ".join(t.text for t in self.toks[i : j + 1]) + " " + written
+    return self._interval(seconds / times, phrase, True, nxt)
+
+  def _keyed_unit(self, i: int) -> str | None:
+    """Return the unit of a number written as a key's value: "interval_sec=5" (sec),
+    "interval: 5", "window=30" (s), or None."""
+    k = i - 1
+    unit = "s"
+    if self._low(k) in _UNITS:
+      unit = self._low(k)
+      k -= 1
+    return unit if self._low(k) in _INTERVAL_WORDS | _WINDOW_NOUNS else None
+
+  def _spoken(self, i: int) -> tuple[Decimal, int] | None:
+    """Read a quantity in words at token i: five, twenty five, two and a half, a quarter,
+    three quarters, half. Return (value, index after it) or None."""
+    low = self._low(i)
+    if low in _FRACTION_WORDS:
+      return _FRACTION_WORDS[low], i + 1  # "half a minute", "quarter hour"
+    if low == "couple" or (low in ("a", "an") and self._low(i + 1) == "couple"):
+      return Decimal(2), i + (1 if low == "couple" else 2)  # "a couple of minutes"
+    if low not in _NUMBER_WORDS:
+      return None
+    value = Decimal(_NUMBER_WORDS[low])
+    j = i + 1
+    ones = self._low(j)
+    if low in _TENS and ones in _NUMBER_WORDS and 0 < _NUMBER_WORDS[ones] < 10:
+      value += _NUMBER_WORDS[ones]  # "twenty five", "twenty-five"
+      j += 1
+    if self._low(j) == "and" and self._low(j + 1) in ("a", "an"):
+      frac = _FRACTION_WORDS.get(self._low(j + 2))
+      if frac is not None:
+        return value + frac, j + 3  # "two and a half"
+    frac = _FRACTION_WORDS.get(self._low(j))
+    if frac is not None:
+      return value * frac, j + 1  # "a half", "three quarters"
+    return value, j
+
+  def _duration(self, i: int, *, bare: bool) -> tuple[Decimal, str, int] | None:
+    """Read a duration starting at token i ("5s", "10 seconds", "half a minute", "twenty
+    five secs", and with `bare` a lone unit: "minute"). Return (seconds, as written, the
+    index after it) or None."""
+    tok = self._tok(i)
+    if tok is None:
+      return None
+    j = i
+    if tok.kind == "num":
+      unit = tok.unit
+      j = i + 1
+      if unit is None:
+        if self._low(j) not in _UNITS:
+          return None
+        unit = self.toks[j].text
+        j += 1
+      try:
+        value = _value(tok.text)
+      except (InvalidOperation, ZeroDivisionError):
+        return None
+      seconds = value * _UNITS[unit.lower()]
+    else:
+      spoken = self._spoken(i)
+      if spoken is not None:
+        value, j = spoken
+        if self._low(j) == "of":
+          j += 1  # "a quarter of an hour"
+        if self._low(j) in ("a", "an") and self._low(j + 1) in _UNITS:
+          j += 1  # "half a minute"
+      elif not bare:
+        return None
+      else:
+        value = Decimal(1)
+      unit = self._low(j)
+      if unit not in _UNITS or len(unit) < 2:
+        return None
+      seconds = value * _UNITS[unit]
+      j += 1
+    if self._low(j) == "and" and self._low(j + 1) in ("a", "an") and self._low(j + 2) == "half":
+      seconds += _UNITS[unit.lower()] / 2  # "a minute and a half"
+      j += 3
+    written = " ".join(t.text + (t.unit or "") for t in self.toks[i:j])
+    return seconds, written, j
 
   # -------------------------------------------------------------- one token
 
@@ -161,28 +293,37 @@ class _Scanner:
     return self._word(i, tok)
 
   def _number(self, i: int, tok: _Tok) -> int:
+    if tok.text == "24/7" and tok.unit is None:
+      return i + 1  # "24/7": a stream is always on
     explicit = self._low(i - 1) in _EVERY
+    if tok.unit is None and self._low(i + 1) == "times":
+      with contextlib.suppress(InvalidOperation, ZeroDivisionError):
+        per = self._per(i, _value(tok.text))
+        if per is not None:
+          return per
+    duration = self._duration(i, bare=False)
+    if duration is not None:
+      seconds, written, nxt = duration
+      return self._interval(seconds, written, explicit, nxt)
     unit = tok.unit
     nxt = i + 1
     written = tok.text + (unit or "")
     if unit is None and self._low(i + 1) in _UNITS:
-      unit = self.toks[i + 1].text
+      unit = self.toks[i + 1].text  # only reached when the number is bad: "5/0 min"
       nxt = i + 2
-      written = f"{tok.text} {unit}"
     if unit is None:
-      if self._low(i - 1) not in _INTERVAL_WORDS:
+      unit = self._keyed_unit(i)
+      if unit is None:
         self.found.malformed.append(
           (tok.text, f"the number {tok.text} has no unit (write 5s, 10 seconds or 1m)")
         )
         return nxt
-      unit = "s"
     try:
-      value = Decimal(tok.text)
-    except InvalidOperation:
+      value = _value(tok.text)
+    except (InvalidOperation, ZeroDivisionError):
       self.found.malformed.append((tok.text, f"{tok.text!r} is not a number"))
       return nxt
-    self._interval(value * _UNITS[unit.lower()], written, explicit, nxt)
-    return nxt
+    return self._interval(value * _UNITS[unit.lower()], written, explicit, nxt)
 
   def _word(self, i: int, tok: _Tok) -> int:
     low = tok.low
@@ -196,23 +337,80 @@ class _Scanner:
     if pair == ("on", "chain"):
       found.onchain = True
       return i + 2
-    if pair == ("order", "book"):
-      found.ccxt = True
-      return i + 2
+    if not tok.prefixed:
+      if pair in _UNSERVED_PAIRS:
+        found.unserved.append((f"{tok.text} {self.toks[i + 1].text}", _UNSERVED_PAIRS[pair]))
+        return i + 2
+      if low in _UNSERVED:
+        found.unserved.append((tok.text, _UNSERVED[low]))
+        return i + 1
+      if low == "ask" and nxt_low not in _ASK_VERB_NEXT:
+        found.unserved.append((tok.text, "bid/ask quotes"))
+        return i + 1
 
-    if low in _NUMBER_WORDS and nxt_low in _UNITS and len(nxt_low) > 1:
-      explicit = self._low(i - 1) in _EVERY
-      self._interval(
-        Decimal(_NUMBER_WORDS[low]) * _UNITS[nxt_low], f"{low} {nxt_low}", explicit, i + 2
-      )
-      return i + 2
-    if low in _EVERY and nxt_low in _UNITS and len(nxt_low) > 1:
-      self._interval(_UNITS[nxt_low], f"{low} {nxt_low}", True, i + 2)
-      return i + 2
+    if low in _SCHEDULE_WORDS or _CLOCK_RE.match(low):
+      found.lifetime.append(tok.text)
+      return i + 1
+    if low in _HISTORY_WORDS:
+      found.past.append(tok.text)
+      return i + 1
+    times: Decimal | None = Decimal(_TIMES[low]) if low in _TIMES else None
+    if times is None and self._low(i + 1) == "times":
+      spoken = self._spoken(i)
+      times = spoken[0] if spoken is not None and spoken[1] == i + 1 else None
+    if times is not None:
+      per = self._per(i, times)
+      if per is not None:
+        return per
+    if low in _EVERY and self._low(i + 1) in _VAGUE_COUNTS:
+      j = i + 2
+      if self._low(j) == "of":
+        j += 1
+      if self._low(j) in _UNITS:
+        phrase = " ".join(t.text for t in self.toks[i : j + 1])
+        found.malformed.append((phrase, f"{phrase!r} gives no number (write every 5 seconds)"))
+        return j + 1
+
+    if low in _PAST_WORDS or low in _LIFETIME_WORDS or low == "for":
+      j = i + 1
+      while self._low(j) in _VAGUE and j < i + 4:
+        j += 1
+      # "for" takes a duration only right after it ("for 10 minutes", not "for the data").
+      duration = self._duration(j, bare=low != "for") if low != "for" or j == i + 1 else None
+      follower = self._low(duration[2]) if duration is not None else ""
+      if low == "for" and follower in _CANDLE_WORDS:
+        duration = None  # "for 5 min candles": the candles' size
+      if duration is not None and follower not in _WINDOW_NOUNS:
+        phrase = " ".join(t.text for t in self.toks[i:j]) + " " + duration[1]
+        (found.past if low in _PAST_WORDS else found.lifetime).append(phrase)
+        return duration[2]
+
+    if low in _NUMBER_WORDS or low in _FRACTION_WORDS:
+      duration = self._duration(i, bare=False)
+      if duration is not None:
+        seconds, written, nxt = duration
+        return self._interval(seconds, written, self._low(i - 1) in _EVERY, nxt)
+    if low in _EVERY:
+      if nxt_low == "other":
+        duration = self._duration(i + 2, bare=True)
+        if duration is not None:
+          seconds, written, nxt = duration
+          return self._interval(2 * seconds, f"{low} other {written}", True, nxt)
+      duration = self._duration(i + 1, bare=True)
+      if duration is not None:
+        seconds, written, nxt = duration
+        return self._interval(seconds, written, True, nxt)
     if low in _ADJECTIVE_UNITS:
       self._interval(Decimal(_ADJECTIVE_UNITS[low]), low, False, i + 1)
       return i + 1
 
+    if low in _EXCHANGE_OR_ASSET and self._low(i - 1) in ("on", "from", "via", "at"):
+      low = _EXCHANGE_OR_ASSET[low]
+      if low not in self.exchange_words:
+        found.exchanges += (
+          [low] if low not in found.exchanges else []
+        )  # not run here: refused with the exchanges that are
+        return i + 1
     if low in self.exchange_words and not tok.prefixed:
       name = self.exchange_words[low]
       if name not in found.exchanges:
@@ -242,6 +440,8 @@ class _Scanner:
       found.chain_named = found.onchain = True
       return i + 1
     if low in _ASSETS:
+      if self._low(i - 1) in ("in", "against") and self.unquoted and not tok.possessive:
+        return self._quote(i, _ASSETS[low].lower())  # "ETH price in BTC"
       self._add_symbol(i, _ASSETS[low])
       return i + 1
     if low in _AMBIGUOUS_ASSETS:
@@ -253,6 +453,14 @@ class _Scanner:
     pair_parts = _pair_of(tok)
     if pair_parts is not None:
       self._add_symbol(i, *pair_parts)
+      return i + 1
+    keyed = self._low(i - 1) in _INTERVAL_WORDS or self._low(i + 1) in _INTERVAL_WORDS
+    nxt_tok = self._tok(i + 1)
+    if low in _STRAY_UNITS and not keyed and (nxt_tok is None or nxt_tok.kind != "num"):
+      # "interval_sec=5" and "sec interval" are keys, not a unit left without its number
+      found.malformed.append(
+        (tok.text, f"{tok.text!r} comes without a number (write every 5 seconds or 1m)")
+      )
       return i + 1
     if low in _FILLER or low in _UNITS:
       return i + 1

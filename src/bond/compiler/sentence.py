@@ -8,6 +8,7 @@ from bond.compiler.lexer import _tokenize
 from bond.compiler.lexicon import (
   _DEFAULT_ONCHAIN_TYPES,
   _EXCHANGE_WORDS,
+  AVAILABLE,
   DEFAULT_INTERVAL_SEC,
   EXAMPLES,
   MAX_INTERVAL_SEC,
@@ -67,6 +68,7 @@ def compile_nl(
   words = dict(_EXCHANGE_WORDS) | {name: name for name in allowed}
   found = _Scanner(_tokenize(text), words).run()
 
+  _refuse_what_is_not_served(found)
   if found.malformed:
     bad = [w for w, _ in found.malformed]
     raise CompileError(_message("; ".join(why for _, why in found.malformed), bad), bad)
@@ -82,8 +84,12 @@ def compile_nl(
         off,
       )
 
-  if found.exchanges and not (found.ccxt or found.twitter or found.onchain or found.urls):
-    found.ccxt = True  # "ETH on binance": an exchange alone means its prices
+  if not (found.ccxt or found.twitter or found.onchain or found.urls) and (
+    found.exchanges or (found.bases and not found.unknown)
+  ):
+    # "ETH on binance", "BTC ETH SOL", "BTC, ETH every 1m": symbols (or an exchange) with
+    # nothing else but filler ask for prices. With a word not understood it stays an error.
+    found.ccxt = True
   bases_needed = found.ccxt or found.twitter
   symbols = _pairs(found, settings.bond_max_symbols)
   if not symbols and found.onchain and not bases_needed:
@@ -128,6 +134,42 @@ def compile_nl(
   if problem is not None:
     raise CompileError(_message(problem, []), [])
   return spec
+
+
+def _refuse_what_is_not_served(found: _Found) -> None:
+  """Refuse content words Bond cannot serve, and durations that are not a window."""
+  problems: list[str] = []
+  named: list[str] = []
+  if found.unserved:
+    asks = list(dict.fromkeys(what for _, what in found.unserved))
+    words = list(dict.fromkeys(word for word, _ in found.unserved))
+    loud = [w for w in words if w.isupper() and " " not in w]
+    problems.append(
+      f"{_quoted(words)} {'asks' if len(words) == 1 else 'ask'} for {' and '.join(asks)}, "
+      f"which Bond does not have; available: {AVAILABLE}"
+      + (f" (for a ticker, write ${loud[0]})" if loud else "")
+    )
+    named += words
+  if found.past:
+    problems.append(
+      f"{_quoted(found.past)} asks for past data (a backfill), which a sentence compiled "
+      'here does not carry: send it as "backfill" with POST /v1/streams (e.g. "backfill": '
+      '"1h"), or read GET /v1/streams/{id}/windows'
+    )
+    named += found.past
+  if found.lifetime:
+    problems.append(
+      f"{_quoted(found.lifetime)}: a stream runs from its creation until it is deleted and "
+      'cannot be given a duration or a schedule; for past data use "backfill" with '
+      "POST /v1/streams"
+    )
+    named += found.lifetime
+  if problems:
+    raise CompileError(_message("; ".join(problems), []), named)
+
+
+def _quoted(words: list[str]) -> str:
+  return ", ".join(repr(w) for w in dict.fromkeys(words))
 
 
 def _pairs(found: _Found, limit: int) -> list[str]:

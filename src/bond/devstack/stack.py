@@ -135,6 +135,7 @@ class DevStack:
       "WS_HOST": os.environ.get("WS_HOST", f"localhost:{self.ws_port}"),
       "BOND_MARKET": market,
       "BOND_SIM_PORT": str(self.sim_port),
+      "API_PORT": str(self.api_port),  # the API's /mcp calls the API back on it
       "PYTHONUNBUFFERED": "1",
     }
     env.update(self.env)

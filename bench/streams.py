@@ -1,0 +1,445 @@
+"""Benchmark how many live streams one worker sustains on the sim stack.
+
+`python -m bench.streams [--quick] [--label NAME]` writes bench/results/streams.json (or
+streams-NAME.json). A private deployment (own topic prefix and Faust app id) on the bench's
+Kafka and Redis runs the sim exchange, one Faust worker (feeds on), the REST API and the
+gateway, each in its own process. Its streams:
+
+- a mix over 20 sim symbols, 2-6 s intervals, half of them with tweets (written to the
+  registry as the REST API would, their topics created beforehand as the API does);
+- one 1 s BTC/USDT stream created through the REST API and read by a WebSocket client
+  through the gateway; every window's lag is its arrival time minus its end (`seq`), and
+  also its record time in the stream topic minus its end.
+
+The mix is ramped (25, 50, 100, 200, 500, 1,000 streams). At each step, after a warm-up,
+the bench measures the 1 s stream's lag (p50/p99), its windows that are missing, have no
+trade or say `complete: false`, the `bond.panes` consumer lag of the worker's group, and
+the worker's CPU (in % of one core, and per stream). A step is sustained when every window
+of the 1 s stream arrived, complete and with trades, at p99 under 100 ms. The ramp stops
+at the first step that is not (the worker would only fall further behind). Every wait is
+bounded. BOND_MAX_STREAMS is raised for the deployment (the default allows 5).
+"""
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench.stack import ensure_infra, free_port, write_result
+from bond.compiler import stream_id as make_stream_id
+from bond.registry import RegistryWriter, new_record
+from bond.schemas import StreamSpec
+from bond.sim.exchange import START_PRICES
+from bond.topics import CATALOG, PANES, RAW_TOPICS, TopicSpec, stream_topic
+from bond.topics.admin import TopicAdmin, drop_topics
+from bond.wire import metrics_key, stream_key
+
+ROOT = Path(__file__).resolve().parent.parent
+MIX_SYMBOLS = [f"{base}/USDT" for base in list(START_PRICES)[:20]]
+STEPS = (25, 50, 100, 200, 500, 1000)
+QUICK_STEPS = (25, 100, 500)
+P99_MAX_MS = 100.0
+START_TIMEOUT_SEC = 180.0
+STREAMS_SEEN_TIMEOUT_SEC = 120.0
+TOPIC_BATCH = 100
+
+
+def cpu_seconds(pid: int) -> float:
+  """Return the user+system CPU seconds a process has used so far (0 when unknown)."""
+  try:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+  except (OSError, IndexError):
+    return 0.0
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quantile(values: list[float], q: float) -> float | None:
+  """Return the q-quantile (0..1) of values by nearest rank, or None when empty."""
+  if not values:
+    return None
+  ordered = sorted(values)
+  return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 1)
+
+
+def mix_spec(i: int) -> dict[str, Any]:
+  """Return the spec of the i-th stream of the mix: 20 symbols, 2-6 s, every other with tweets."""
+  sources: list[dict[str, Any]] = [{"type": "ccxt"}]
+  if i % 2:
+    sources.append({"type": "twitter"})
+  return {
+    "sources": sources,
+    "symbols": [MIX_SYMBOLS[i % len(MIX_SYMBOLS)]],
+    "interval_sec": 2 + (i // len(MIX_SYMBOLS)) % 5,
+    "exchanges": ["binance"],
+  }
+
+
+class Proc:
+  """One platform process (sim, worker, API, gateway) with its log file."""
+
+  def __init__(self, name: str, cmd: list[str], env: dict[str, str], logs: Path) -> None:
+    self.name = name
+    self.log = logs / f"{name}.log"
+    self.proc = subprocess.Popen(
+      cmd, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, cwd=logs, start_new_session=True,
+    )  # fmt: skip
+
+  def wait_ready(self, url: str, timeout_sec: float = START_TIMEOUT_SEC) -> None:
+    deadline = time.monotonic() + timeout_sec
+    while time.monotonic() < deadline:
+      if self.proc.poll() is not None:
+        raise RuntimeError(f"{self.name} exited; see {self.log}")
+      with contextlib.suppress(httpx.HTTPError):
+        if httpx.get(url, timeout=1).status_code == 200:
+          return
+      time.sleep(0.25)
+    raise RuntimeError(f"{self.name} not ready in {timeout_sec:.0f}s; see {self.log}")
+
+  def stop(self) -> None:
+    if self.proc.poll() is None:
+      os.killpg(self.proc.pid, signal.SIGTERM)
+      try:
+        self.proc.wait(30)
+      except subprocess.TimeoutExpired:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+class Platform:
+  """A private deployment: topic prefix, app id, sim, worker, REST API and gateway."""
+
+  def __init__(self, bootstrap: str, redis_url: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    self.prefix = f"bench-{tag}."
+    self.group = f"bond-bench-{tag}"
+    self.bootstrap, self.redis_url = bootstrap, redis_url
+    self.home = ROOT / ".bond" / "bench" / f"streams-{tag}"
+    self.home.mkdir(parents=True, exist_ok=True)
+    self.sim_port, self.api_port, self.ws_port = free_port(), free_port(), free_port()
+    self.worker_port = free_port()
+    self.env = {
+      **os.environ,
+      "KAFKA_BOOTSTRAP": bootstrap,
+      "REDIS_URL": redis_url,
+      "BOND_TOPIC_PREFIX": self.prefix,
+      "BOND_APP_ID": self.group,
+      "BOND_ENV": "dev",
+      "BOND_API_KEYS": "",
+      "BOND_MARKET": "sim",
+      "BOND_SIM_PORT": str(self.sim_port),
+      "BOND_FEEDS": "on",
+      "BOND_EXCHANGES": "binance",
+      "BOND_MAX_STREAMS": "100000",
+      "BOND_HOME": str(self.home),
+      "WS_HOST": f"127.0.0.1:{self.ws_port}",
+      "PYTHONUNBUFFERED": "1",
+    }
+    self.procs: dict[str, Proc] = {}
+    self.sids: list[str] = []
+    self.feeds: set[tuple[str, str]] = set()
+
+  async def start(self) -> None:
+    # Faust's changelog topics too: a worker whose producer has no metadata for one yet
+    # crashes on its first table write (seen on this loaded machine; reported).
+    changelogs = [
+      TopicSpec(
+        f"{self.group}-windows-changelog",
+        "stream_id",
+        "window state",
+        partitions=PANES.partitions,
+        compacted=True,
+      )
+    ]
+    changelogs += [TopicSpec(f"{self.group}-panes-{source}-changelog", "raw key", "pane state",
+                             partitions=spec.partitions, compacted=True)
+                   for source, spec in RAW_TOPICS.items()]  # fmt: skip
+    async with TopicAdmin(self.bootstrap) as admin:
+      await admin.ensure([dataclasses.replace(t, name=self.prefix + t.name) for t in CATALOG])
+      await admin.ensure(changelogs)
+    py = sys.executable
+    faust = str(Path(py).parent / "faust")
+    uv = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log", "--factory"]
+    plan = [
+      ("sim", [py, "-m", "bond.sim", "--port", str(self.sim_port)],
+       f"http://127.0.0.1:{self.sim_port}/api/v3/ping"),
+      ("worker", [faust, "-A", "bond.agents.app", "worker", "-l", "warn", "--web-port", str(self.worker_port)],
+       f"http://127.0.0.1:{self.worker_port}/bond/ready"),
+      ("api", [*uv, "bond.gateway.app:api", "--port", str(self.api_port)],
+       f"http://127.0.0.1:{self.api_port}/readyz"),
+      ("gateway", [*uv, "bond.gateway.app:gateway", "--port", str(self.ws_port), "--ws-per-message-deflate", "false"],
+       f"http://127.0.0.1:{self.ws_port}/healthz"),
+    ]  # fmt: skip
+    for name, cmd, url in plan:
+      proc = self.procs[name] = Proc(name, cmd, self.env, self.home)
+      await asyncio.to_thread(proc.wait_ready, url)
+
+  @property
+  def worker_pid(self) -> int:
+    return self.procs["worker"].proc.pid
+
+  async def measured_stream(self) -> tuple[str, str]:
+    """Create the 1 s BTC stream through the REST API; return its id and WebSocket URL."""
+    spec = {"sources": [{"type": "ccxt"}], "symbols": ["BTC/USDT"], "interval_sec": 1,
+            "exchanges": ["binance"]}  # fmt: skip
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.api_port}", timeout=30) as http:
+      resp = await http.post("/v1/streams", json={"spec": spec})
+      if resp.status_code not in (200, 201):
+        raise RuntimeError(f"creating the 1 s stream: {resp.status_code} {resp.text[:300]}")
+      body = resp.json()
+    self.sids.append(body["stream_id"])
+    self.feeds.add(("ccxt", "BTC/USDT"))
+    await self._wait_worker(1)
+    return body[
+      "stream_id"
+    ], f"ws://127.0.0.1:{self.ws_port}/ws/{body['stream_id']}?token={body['token']}"
+
+  async def add_mix(self, total: int) -> None:
+    """Grow the mix to `total` streams (registry records, their topics created first)."""
+    start = len(self.sids) - 1  # the measured stream is not part of the mix
+    new: list[tuple[str, str, StreamSpec]] = []
+    for i in range(start, total):
+      owner = f"{self.prefix}{i}"
+      spec = StreamSpec.model_validate(mix_spec(i))
+      new.append((make_stream_id(spec, owner), owner, spec))
+    async with TopicAdmin(self.bootstrap) as admin:
+      for k in range(0, len(new), TOPIC_BATCH):
+        topics = [stream_topic(sid) for sid, _o, _s in new[k : k + TOPIC_BATCH]]
+        await admin.ensure([dataclasses.replace(t, name=self.prefix + t.name) for t in topics])
+    writer = RegistryWriter(self.bootstrap, topic=self.prefix + "bond.control.streams")
+    await writer.start()
+    try:
+      now_ms = int(time.time() * 1000)
+      for sid, owner, spec in new:
+        await writer.put(new_record(sid, owner, spec, now_ms=now_ms))
+        self.sids.append(sid)
+      # One feed per (source, symbol): the worker's own feed ids are its business.
+      for _sid, _owner, spec in new:
+        self.feeds |= {(src.type, spec.symbols[0]) for src in spec.sources}
+    finally:
+      await writer.stop()
+    await self._wait_worker(len(self.sids))
+
+  async def _wait_worker(self, streams: int) -> None:
+    """Wait until the worker knows `streams` streams and runs every feed they need."""
+    base = f"http://127.0.0.1:{self.worker_port}/bond"
+    deadline = time.monotonic() + STREAMS_SEEN_TIMEOUT_SEC
+    async with httpx.AsyncClient(timeout=5) as http:
+      while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+          ready = (await http.get(f"{base}/ready")).json()
+          running = (await http.get(f"{base}/stats")).json()["feeds"]["running"]
+          if ready.get("streams", 0) >= streams and len(running) >= len(self.feeds):
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"the worker did not load {streams} streams and start their feeds in time")
+
+  async def panes_lag(self) -> int | None:
+    """Return the worker group's consumer lag on bond.panes (end offsets minus committed)."""
+    topic = self.prefix + PANES.name
+    admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+    try:
+      await admin.start()
+      await consumer.start()
+      committed = await admin.list_consumer_group_offsets(self.group)
+      tps = [TopicPartition(topic, p) for p in range(PANES.partitions)]
+      ends = await consumer.end_offsets(tps)
+      lag = 0
+      for tp in tps:
+        meta = committed.get(tp)
+        lag += ends[tp] - (meta.offset if meta is not None and meta.offset >= 0 else 0)
+      return lag
+    except Exception as err:  # a figure missing from one step must not end the run
+      print(f"  (panes lag unavailable: {err!r})")
+      return None
+    finally:
+      await consumer.stop()
+      await admin.close()
+
+  async def cleanup(self) -> None:
+    for proc in reversed(list(self.procs.values())):
+      proc.stop()
+    client = aioredis.from_url(self.redis_url)
+    try:
+      for k in range(0, len(self.sids), 500):
+        part = self.sids[k : k + 500]
+        await client.delete(*[stream_key(s) for s in part], *[metrics_key(s) for s in part])
+    finally:
+      await client.aclose()
+    await drop_topics(self.bootstrap, (self.prefix, self.group + "-"))
+
+
+@dataclasses.dataclass
+class Seen:
+  """Windows of the 1 s stream: when each reached the client and its stream-topic record."""
+
+  ws: dict[int, tuple[int, dict[str, Any]]] = dataclasses.field(default_factory=dict)
+  kafka: dict[int, int] = dataclasses.field(default_factory=dict)
+  errors: list[str] = dataclasses.field(default_factory=list)
+
+
+async def read_ws(url: str, seen: Seen) -> None:
+  """Read the 1 s stream through the gateway forever, reconnecting (the bench cancels it)."""
+  from websockets.asyncio.client import connect
+
+  while True:
+    try:
+      async with connect(url, open_timeout=10, compression=None, max_size=2**20) as ws:
+        async for frame in ws:
+          now_ms = int(time.time() * 1000)
+          event = json.loads(frame)
+          seen.ws.setdefault(int(event["seq"]), (now_ms, event))
+    except Exception as err:  # recorded; the step's verdict shows the gap
+      seen.errors.append(f"{time.strftime('%H:%M:%S')} {err!r}")
+      await asyncio.sleep(0.5)
+
+
+async def read_topic(bootstrap: str, topic: str, seen: Seen) -> None:
+  """Read the 1 s stream's Kafka topic: each window's record time."""
+  consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest")
+  await consumer.start()
+  try:
+    async for msg in consumer:
+      seen.kafka.setdefault(int(json.loads(msg.value)["seq"]), msg.timestamp)
+  finally:
+    await consumer.stop()
+
+
+async def step(
+  platform: Platform, seen: Seen, n: int, warmup_sec: float, measure_sec: float
+) -> dict[str, Any]:
+  """Grow the mix to n streams, warm up, measure; return the step's figures."""
+  t_add = time.monotonic()
+  await platform.add_mix(n)
+  added_sec = time.monotonic() - t_add
+  await asyncio.sleep(warmup_sec)
+  lag_before = await platform.panes_lag()
+  t0_ms = int(time.time() * 1000)
+  cpu0, wall0 = cpu_seconds(platform.worker_pid), time.monotonic()
+  await asyncio.sleep(measure_sec)
+  cpu1, wall1 = cpu_seconds(platform.worker_pid), time.monotonic()
+  t1_ms = int(time.time() * 1000)
+  lag_after = await platform.panes_lag()
+  # Windows ending in [t0, t1) had until t1 + 1.5 s to arrive; a later one counts as missing.
+  await asyncio.sleep(1.5)
+  ends = list(range((t0_ms // 1000 + 1) * 1000, t1_ms, 1000))
+  ws_lags = [float(seen.ws[e][0] - e) for e in ends if e in seen.ws]
+  topic_lags = [float(seen.kafka[e] - e) for e in ends if e in seen.kafka]
+  events = [seen.ws[e][1] for e in ends if e in seen.ws]
+  missing = sum(1 for e in ends if e not in seen.ws)
+  no_trade = sum(1 for ev in events if not ev.get("trades"))
+  incomplete = sum(1 for ev in events if ev.get("complete") is False)
+  cpu_pct = 100 * (cpu1 - cpu0) / max(1e-9, wall1 - wall0)
+  p99 = quantile(ws_lags, 0.99)
+  streams = n + 1
+  row = {
+    "live_streams": streams,
+    "windows": len(ends),
+    "p50_ms": quantile(ws_lags, 0.5),
+    "p99_ms": p99,
+    "max_ms": quantile(ws_lags, 1.0),
+    "topic_p50_ms": quantile(topic_lags, 0.5),
+    "topic_p99_ms": quantile(topic_lags, 0.99),
+    "missing": missing,
+    "no_trade": no_trade,
+    "incomplete": incomplete,
+    "panes_lag_start": lag_before,
+    "panes_lag_end": lag_after,
+    "worker_cpu_pct": round(cpu_pct, 1),
+    "cpu_pct_per_stream": round(cpu_pct / streams, 3),
+    "add_streams_sec": round(added_sec, 1),
+  }
+  row["sustained"] = (
+    bool(ends)
+    and missing == 0
+    and no_trade == 0
+    and incomplete == 0
+    and (p99 is not None and p99 < P99_MAX_MS)
+  )
+  return row
+
+
+async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_going: bool) -> int:
+  """Ramp the stream count on one worker and write bench/results/streams[-label].json."""
+  warmup_sec, measure_sec = (5.0, 10.0) if quick else (10.0, 20.0)
+  rows: list[dict[str, Any]] = []
+  started = time.monotonic()
+  async with ensure_infra() as (bootstrap, redis_url):
+    platform = Platform(bootstrap, redis_url)
+    tasks: list[asyncio.Task[None]] = []
+    seen = Seen()
+    try:
+      await platform.start()
+      sid, url = await platform.measured_stream()
+      topic = platform.prefix + stream_topic(sid).name
+      tasks = [
+        asyncio.create_task(read_ws(url, seen)),
+        asyncio.create_task(read_topic(bootstrap, topic, seen)),
+      ]
+      print(f"platform up in {time.monotonic() - started:.0f}s; 1 s stream {sid}")
+      header = f"{'streams':>8} {'p50':>7} {'p99':>7} {'topic p99':>9} {'miss':>4} {'no trade':>8} {'incompl':>7} {'panes lag':>14} {'cpu %':>6} {'%/stream':>8}"  # fmt: skip
+      print(header)
+      for n in steps:
+        row = await step(platform, seen, n - 1, warmup_sec, measure_sec)
+        rows.append(row)
+        print(f"{row['live_streams']:>8} {row['p50_ms']!s:>7} {row['p99_ms']!s:>7} {row['topic_p99_ms']!s:>9} "
+              f"{row['missing']:>4} {row['no_trade']:>8} {row['incomplete']:>7} "
+              f"{row['panes_lag_start']!s:>6}->{row['panes_lag_end']!s:<7} {row['worker_cpu_pct']:>6} "
+              f"{row['cpu_pct_per_stream']:>8}{'' if row['sustained'] else '  NOT sustained'}", flush=True)  # fmt: skip
+        if not row["sustained"] and not keep_going:
+          break
+    finally:
+      for task in tasks:
+        task.cancel()
+      await asyncio.gather(*tasks, return_exceptions=True)
+      await platform.cleanup()
+  sustained = [r["live_streams"] for r in rows if r["sustained"]]
+  best = max(sustained, default=0)
+  best_row = next((r for r in rows if r["live_streams"] == best), None)
+  result = {
+    "steps": rows,
+    "max_sustained_streams": best,
+    "cpu_pct_per_stream_at_max": best_row["cpu_pct_per_stream"] if best_row else None,
+    "criteria": {"p99_ms_max": P99_MAX_MS, "windows": "none missing, none without a trade, none incomplete"},
+    "setup": {"mix_symbols": len(MIX_SYMBOLS), "intervals_sec": [2, 6], "with_tweets": "every other stream",
+              "measured": "1 s BTC/USDT via the REST API; lag = arrival at a WebSocket client through the "
+              "gateway minus window end (topic_* = stream-topic record time minus window end)",
+              "warmup_sec": warmup_sec, "measure_sec": measure_sec, "ws_errors": seen.errors[:10]},
+    "aim": {"streams": 1000, "acceptance_min": 500},
+  }  # fmt: skip
+  path = write_result(f"streams-{label}" if label else "streams", quick, result)
+  print(f"sustained: {best} live streams on one worker "
+        f"({result['cpu_pct_per_stream_at_max']} % of a core per stream); written {path}")  # fmt: skip
+  return 0
+
+
+if __name__ == "__main__":
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--label", help="write bench/results/streams-LABEL.json (e.g. before)")
+  parser.add_argument("--steps", help="comma-separated live stream counts (default 25,...,1000)")
+  parser.add_argument(
+    "--keep-going", action="store_true", help="do not stop at the first failed step"
+  )
+  args = parser.parse_args()
+  chosen = (
+    tuple(int(s) for s in args.steps.split(","))
+    if args.steps
+    else (QUICK_STEPS if args.quick else STEPS)
+  )
+  sys.exit(asyncio.run(main(args.quick, args.label, chosen, args.keep_going)))
