@@ -107,12 +107,20 @@ class Sink:
 
   # ------------------------------------------------------------------ called by stage 2
 
-  def emit(self, sid: str, event: dict[str, Any], msgs_in: int, lag_ms: int) -> None:
-    """Queue one window for Kafka and Redis (called without awaiting, from agents and timers)."""
+  def emit(
+    self, sid: str, event: dict[str, Any], msgs_in: int, lag_ms: int, backfilled: bool = False
+  ) -> None:
+    """Queue one window for Kafka and Redis (called without awaiting, from agents and timers).
+
+    A backfilled window (computed after the fact) does not count in the emit lag.
+    """
     self.stats["emitted"] += 1
-    self._sample(self.lag_ms, sid).add(float(lag_ms))
     windows, msgs, emit_lag = self._children(sid)
-    emit_lag.observe(max(0, lag_ms) / 1000)
+    if backfilled:
+      self.counts[sid]["backfilled"] += 1
+    else:
+      self._sample(self.lag_ms, sid).add(float(lag_ms))
+      emit_lag.observe(max(0, lag_ms) / 1000)
     try:
       window = Window(int(event["seq"]), json.dumps(event, separators=(",", ":")).encode())
     except (KeyError, TypeError, ValueError) as err:  # a window no client could read

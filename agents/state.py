@@ -87,7 +87,12 @@ class WorkerState:
     if version != self.version:
       defs = {
         sid: StreamDef(
-          sid, record.spec, tuple(feeds), record.created_at_ms, partition_for(sid, PANES.partitions)
+          sid,
+          record.spec,
+          tuple(feeds),
+          record.created_at_ms,
+          partition_for(sid, PANES.partitions),
+          record.backfill_sec,
         )
         for sid, (record, feeds) in self.streams.items()
       }

@@ -84,6 +84,8 @@ def _created(state: ApiState, rec: StreamRecord) -> dict[str, Any]:
   body = _token(state, rec)
   body["spec"] = _spec_json(rec.spec)
   body["created_at"] = rec.created_at
+  if rec.backfill_sec:
+    body["backfill_sec"] = rec.backfill_sec
   return body
 
 
@@ -94,11 +96,11 @@ def _registered(state: ApiState, owner: str) -> list[str]:
 async def create_stream(request: Request) -> Response:
   """Create a stream (201), or return the caller's identical stream (200) with a fresh token."""
   state, owner = await _caller(request)
-  spec = await spec_from_body(request, state.settings, state.cpu)
+  spec, backfill = await spec_from_body(request, state.settings, state.cpu)
   sid = stream_id(spec, owner)
   rec = state.registry.get(sid)
   if rec is not None and rec.owner == owner:
-    return JSONResponse(_created(state, rec), 200)
+    return JSONResponse(_created(state, rec), 200)  # an existing stream: no backfill
   await check_symbols(spec, state.settings, state.markets, state.cpu)
   # Feeds shared by the project's streams count once (BOND_MAX_FEEDS_PER_PROJECT).
   others = [r.spec for r in state.registry.all() if r.owner == owner]
@@ -111,7 +113,7 @@ async def create_stream(request: Request) -> Response:
       if rec is not None and rec.owner == owner:
         return JSONResponse(_created(state, rec), 200)
     raise UpstreamError("another request is creating this stream; retry in a moment")
-  rec = new_record(sid, owner, spec)
+  rec = new_record(sid, owner, spec, backfill_sec=backfill or 0)
   try:
     await state.admin.create_stream_topic(sid)
     await state.writer.put(rec)
@@ -138,7 +140,31 @@ async def list_streams(request: Request) -> Response:
 async def get_stream(request: Request) -> Response:
   """Return one of the caller's streams."""
   state, owner = await _caller(request)
-  return JSONResponse(_info(_record(request, state, owner)))
+  rec = _record(request, state, owner)
+  body = _info(rec)
+  if rec.backfill_sec:
+    body["backfill"] = await _backfill_progress(state, rec)
+  return JSONResponse(body)
+
+
+BACKFILL_INT_FIELDS = ("done_windows", "total_windows", "from_ms", "to_ms", "last_seq",
+                       "records", "started_ms", "finished_ms")  # fmt: skip
+
+
+async def _backfill_progress(state: ApiState, rec: StreamRecord) -> dict[str, Any]:
+  """Return the backfill's progress as the worker running it last wrote it."""
+  try:
+    raw = await state.redis.hgetall(wire.backfill_key(rec.stream_id))
+  except (RedisError, OSError) as exc:
+    raise UpstreamError(f"Redis is unavailable ({exc.__class__.__name__}); retry") from exc
+  found = {_text(k): _text(v) for k, v in raw.items()}
+  out: dict[str, Any] = {"requested_sec": rec.backfill_sec, "state": found.get("state", "pending")}
+  for name in BACKFILL_INT_FIELDS:
+    if name in found:
+      out[name] = _int(found, name)
+  if "error" in found:
+    out["error"] = found["error"]
+  return out
 
 
 async def delete_stream(request: Request) -> Response:
@@ -158,7 +184,7 @@ async def delete_stream(request: Request) -> Response:
   except KafkaError as exc:
     log.warning("could not delete the topic of stream %s: %s", sid, exc)
   try:
-    await state.redis.delete(wire.stream_key(sid), wire.metrics_key(sid))
+    await state.redis.delete(wire.stream_key(sid), wire.metrics_key(sid), wire.backfill_key(sid))
   except (RedisError, OSError) as exc:
     log.warning("could not delete the Redis keys of stream %s: %s", sid, exc)
   log.info("deleted stream %s of %s", sid, rec.owner)
@@ -243,12 +269,13 @@ async def stream_metrics(request: Request) -> Response:
 async def compile_spec(request: Request) -> Response:
   """Compile a sentence or spec and return it with its would-be stream id, creating nothing."""
   state, owner = await _caller(request)
-  spec = await spec_from_body(request, state.settings, state.cpu)
+  spec, backfill = await spec_from_body(request, state.settings, state.cpu)
   await check_symbols(spec, state.settings, state.markets, state.cpu)
   sid = stream_id(spec, owner)
   rec = state.registry.get(sid)
   exists = rec is not None and rec.owner == owner
-  return JSONResponse({"stream_id": sid, "spec": _spec_json(spec), "exists": exists})
+  body = {"stream_id": sid, "spec": _spec_json(spec), "exists": exists, "backfill_sec": backfill}
+  return JSONResponse(body)
 
 
 class StreamsEndpoint(HTTPEndpoint):

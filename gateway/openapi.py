@@ -21,6 +21,12 @@ class CreateFromSentence(BaseModel):
     description="what to stream, e.g. 'BTC price + tweets every 5s'",
     examples=["BTC price + tweets every 5s"],
   )
+  backfill: str | int | None = Field(
+    None,
+    description="history to compute on create: a duration ('90s', '30m', '1h') or seconds; at "
+    "most BOND_MAX_BACKFILL_SEC and the raw topics' retention; windows come with backfilled: true",
+    examples=["1h"],
+  )
 
 
 class TokenRequest(BaseModel):
@@ -40,6 +46,12 @@ class CreateFromSpec(BaseModel):
   model_config = ConfigDict(extra="forbid")
 
   spec: StreamSpec
+  backfill: str | int | None = Field(
+    None,
+    description="history to compute on create: a duration ('90s', '30m', '1h') or seconds; at "
+    "most BOND_MAX_BACKFILL_SEC and the raw topics' retention; windows come with backfilled: true",
+    examples=["1h"],
+  )
 
 
 class StreamInfo(BaseModel):
@@ -50,6 +62,7 @@ class StreamInfo(BaseModel):
   spec: StreamSpec
   created_at: str = Field(description="ISO-8601 UTC")
   created_at_ms: int = Field(description="epoch ms")
+  backfill_sec: int = Field(0, description="history asked for on create, in seconds (0: none)")
 
 
 class StreamList(BaseModel):
@@ -214,7 +227,7 @@ def _op(
     schema = {"oneOf": [_ref("CreateFromSentence"), _ref("CreateFromSpec")]}
     op["requestBody"] = {
       "required": True,
-      "description": "exactly one of natural_language or spec",
+      "description": "exactly one of natural_language or spec, and optionally backfill",
       "content": {"application/json": {"schema": schema}},
     }
   if token_body:

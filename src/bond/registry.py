@@ -42,6 +42,7 @@ class StreamRecord(BaseModel):
   created_at: str
   created_at_ms: int
   token_epoch: int = 0
+  backfill_sec: int = 0  # history asked for on create: not part of the spec or the id
 
 
 def new_record(
@@ -50,6 +51,7 @@ def new_record(
   spec: StreamSpec,
   now_ms: int | None = None,
   token_epoch: int | None = None,
+  backfill_sec: int = 0,
 ) -> StreamRecord:
   """Return a StreamRecord created now (its token epoch defaults to the creation ms)."""
   ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -60,6 +62,7 @@ def new_record(
     created_at=_iso_ms3(ms),
     created_at_ms=ms,
     token_epoch=ms if token_epoch is None else token_epoch,
+    backfill_sec=backfill_sec,
   )
 
 

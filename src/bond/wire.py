@@ -19,6 +19,11 @@ def metrics_key(stream_id: str) -> str:
   return f"bond:metrics:{stream_id}"
 
 
+def backfill_key(stream_id: str) -> str:
+  """Return the Redis hash holding a stream's backfill progress (ARCHITECTURE.md "Backfill")."""
+  return f"bond:backfill:{stream_id}"
+
+
 def project_streams_key(owner: str) -> str:
   """Return the Redis sorted set of a project's stream ids (the per-project stream limit)."""
   return f"bond:project:{owner}:streams"

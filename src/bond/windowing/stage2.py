@@ -64,6 +64,7 @@ class StreamDef:
   feeds: tuple[Feed, ...]
   created_ms: int
   partition: int
+  backfill_sec: int = 0  # history asked for on create (ARCHITECTURE.md "Backfill")
 
   @property
   def size_ms(self) -> int:
@@ -168,6 +169,8 @@ class Stage2:
     self._dirty_streams: set[str] = set()
     self._evict: set[TrackId] = set()
     self._deleted: list[bytes] = []
+    # Streams whose windows wait for their backfill to go out first (ARCHITECTURE.md "Backfill").
+    self.held: set[str] = set()
     self.stats: dict[str, int] = {"panes_in": 0, "replayed": 0, "windows": 0, "incomplete": 0,
                                   "late": 0, "backfill_ignored": 0, "not_owned": 0, "resent": 0}  # fmt: skip
 
@@ -259,13 +262,29 @@ class Stage2:
         self._users.setdefault((d.partition, feed.id), []).append(sid)
     for tid in [t for t in self._tracks if t not in self._users]:
       self._drop_track(tid)
+    self.held &= self.defs.keys()
     for sid, d in self.defs.items():
+      first_end = stream_first_end(d.created_ms, d.size_ms, self.pane_ms)
       if sid not in self._streams:
-        self._streams[sid] = StreamState(stream_first_end(d.created_ms, d.size_ms, self.pane_ms))
+        self._streams[sid] = StreamState(first_end)
         self._dirty_streams.add(sid)
+      if d.backfill_sec > 0 and self._streams[sid].next_end_ms == first_end and sid not in old:
+        self.held.add(sid)  # no live window out yet: its backfill (if not done) goes first
       if restored or sid not in old:
         self._schedule(sid, self._streams[sid].next_end_ms + self.policy.lateness_ms, force=True)
     self.flush()
+
+  def release(self, sid: str) -> None:
+    """Let a held stream's windows go out (its backfill is done, failed or not needed)."""
+    if sid in self.held:
+      self.held.discard(sid)
+      if sid in self.defs:
+        self._schedule(sid, self.clock(), force=True)
+
+  def next_end_of(self, sid: str) -> int | None:
+    """Return the end of the stream's next window, if this worker holds its state."""
+    st = self._streams.get(sid)
+    return None if st is None else st.next_end_ms
 
   def _partition(self, sid: str, old: Mapping[str, StreamDef]) -> int:
     d = old.get(sid) or self._all_defs.get(sid)
@@ -402,8 +421,8 @@ class Stage2:
   def _try_emit(self, sid: str, now_ms: int) -> int:
     d = self.defs.get(sid)
     st = self._streams.get(sid)
-    if d is None or st is None:
-      return 0
+    if d is None or st is None or sid in self.held:
+      return 0  # a held stream is woken by `release`
     emitted = 0
     tracks = [(f, self._tracks.get((d.partition, f.id))) for f in d.feeds]
     while emitted < self.max_catch_up:
