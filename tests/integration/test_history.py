@@ -221,9 +221,8 @@ async def test_replay_from_two_hours_back_reaches_live_without_gap_or_duplicate(
     assert seqs[-1] == target
   # now-2h: the first window ending at or after (connect time - 2 h), none before.
   assert asked - 2 * HOUR_MS <= two_hours[0] < asked - 2 * HOUR_MS + STEP_MS + 1000
-  # Every window from there to live: two hours' worth, less what went by while it was written.
+  # Every window from there (two hours back, bounded above) to live, none missing.
   assert len(two_hours) == (target - two_hours[0]) // STEP_MS + 1
-  assert len(two_hours) >= (2 * HOUR_MS - (asked - history.written[-1])) // STEP_MS + live_count
   assert by_iso[0] == one_hour
   assert by_seq[0] == half_hour + STEP_MS
   assert history.gateway.gateway.history_replays == 3
