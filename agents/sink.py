@@ -26,11 +26,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter, Histogram
 from redis.exceptions import NoScriptError, RedisError
 
 from bond.agents.app import app, settings
 from bond.agents.outbox import Outbox, Recent, Window, is_poison
+from bond.agents.sink_io import DROPPED, EMIT_LAG, LATE, LATENCY, MSGS_IN, SCRIPTS, WINDOWS
 from bond.agents.state import partition_for, state
 from bond.connectors.backoff import Backoff
 from bond.topics import PANES, stream_topic
@@ -40,7 +40,6 @@ from bond.wire import metrics_key, stream_key
 log = logging.getLogger(__name__)
 
 RESERVOIR = 1024
-LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_PER_STREAM = 500  # windows of one stream in one Kafka batch (catching up after downtime)
 REDIS_BATCH = 500  # windows per Redis command (script call)
 REDIS_BATCH_BYTES = 4 * 1024 * 1024
@@ -50,28 +49,6 @@ KAFKA_RETRY = Backoff(base_sec=0.1, max_sec=2.0, jitter=0.2)
 REDIS_RETRY = Backoff(base_sec=0.05, max_sec=2.0, jitter=0.5)
 PREPARE_RETRY = Backoff(base_sec=0.25, max_sec=5.0)
 WARN_EVERY_SEC = 5.0  # transient trouble is logged at most this often, with a count
-
-# Prometheus, served by the worker at /metrics (per stream, like GET /v1/streams/{id}/metrics).
-WINDOWS = Counter("bond_worker_windows_total", "windows emitted", ["stream_id"])
-MSGS_IN = Counter(
-  "bond_worker_msgs_in_total", "raw events merged into emitted windows", ["stream_id"]
-)
-LATE = Counter(
-  "bond_worker_late_total", "events that arrived after their window was out", ["stream_id"]
-)
-DROPPED = Counter(
-  "bond_worker_dropped_total", "windows that could never be sent, dropped", ["stream_id"]
-)
-EMIT_LAG = Histogram(
-  "bond_worker_emit_lag_seconds",
-  "window emitted minus window end",
-  ["stream_id"],
-  buckets=LAG_BUCKETS,
-)
-LATENCY = Histogram(
-  "bond_worker_processing_latency_seconds", "raw event received (ts_ingest) to aggregated", ["stream_id"],
-  buckets=LAG_BUCKETS,
-)  # fmt: skip
 
 
 class Sink:
@@ -459,38 +436,6 @@ class Sink:
       for sid, fields in counts.items():
         for field, n in fields.items():
           self.counts[sid][field] += n
-
-
-SCRIPTS = {
-  # KEYS: ring of each window; ARGV: min id, then (entry id, body) per window. Returns, per
-  # window, 0 written, 1 already there (equal or smaller id), 2 refused otherwise.
-  "rings": """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local r = redis.pcall('XADD', key, 'MINID', '=', ARGV[1], ARGV[2 * i], 'e', ARGV[2 * i + 1])
-  if type(r) == 'table' and r.err then
-    if string.find(r.err, 'equal or smaller', 1, true) then out[i] = 1 else out[i] = 2 end
-  else
-    out[i] = 0
-  end
-end
-return out
-""",
-  # KEYS: metrics hashes; ARGV per key: n_incr, n_set, n_incr items (field, n), n_set items
-  # (field, value).
-  "metrics": """
-local at = 1
-for _, key in ipairs(KEYS) do
-  local ni, ns = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-  at = at + 2
-  for i = at, at + ni - 1, 2 do redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1]) end
-  at = at + ni
-  if ns > 0 then redis.call('HSET', key, unpack(ARGV, at, at + ns - 1)) end
-  at = at + ns
-end
-return #KEYS
-""",
-}
 
 
 sink = Sink()

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import bond.client
-from bond.client import BondClient, BondError
+from bond.client import BondClient
+from bond.errors import BondError
 
 
 def digest(event: dict[str, Any]) -> str:
