@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -215,6 +216,32 @@ async def scenario(client: Client, sentence: str) -> None:
     await client.call_tool("wait_for_windows", {"stream_id": sid, "count": 5000})
   )
   assert "exactly one" in _error(await client.call_tool("create_stream", {}))
+
+  # A stream that did not exist a moment ago, with its past: backfilled from the raw topics
+  # the first stream's feeds have been filling, then live with no gap.
+  pair = created["spec"]["symbols"][0]
+  spec = {"sources": ["ccxt"], "symbols": [pair], "interval_sec": 2}
+  asked_ms = int(time.time() * 1000)
+  past = _json(await client.call_tool("create_stream", {"spec": spec, "backfill": "20s"}))
+  assert past["backfill_sec"] == 20
+  live = _json(
+    await client.call_tool(
+      "wait_for_windows", {"stream_id": past["stream_id"], "count": 1, "timeout_sec": 90}
+    )
+  )
+  assert live["timed_out"] is False
+  history = _json(
+    await client.call_tool(
+      "get_windows",
+      {"stream_id": past["stream_id"], "from_time": str(asked_ms - 30_000), "limit": 50},
+    )
+  )
+  seqs = _seqs(history)
+  assert seqs[0] < asked_ms - 10_000, "no window from before the stream was created"
+  assert all(b - a == 2000 for a, b in itertools.pairwise(seqs)), seqs
+  price = history["columns"].index("price_avg")
+  assert any(row[price] is not None for row in history["rows"] if row[0] < asked_ms)
+  assert _json(await client.call_tool("delete_stream", {"stream_id": past["stream_id"]}))["deleted"]
 
   assert _json(await client.call_tool("delete_stream", {"stream_id": sid}))["deleted"] is True
   listed = _json(await client.call_tool("list_streams", {}))

@@ -73,6 +73,18 @@ Sentence = Annotated[
     ),
   ),
 ]
+Backfill = Annotated[
+  str | None,
+  Field(
+    max_length=32,
+    description=(
+      'Also compute the new stream\'s past windows, e.g. "1h", "30m", "90s" (at most '
+      "BOND_MAX_BACKFILL_SEC, 6 h by default, and what the raw topics still hold). Backfilled "
+      'windows carry "backfilled": true and come before the first live one, with no gap. '
+      'A sentence ending "for the last hour" asks for the same.'
+    ),
+  ),
+]
 Spec = Annotated[
   dict[str, Any] | None,
   Field(
@@ -282,16 +294,20 @@ class BondMCP:
       ),
     )
     async def create_stream(
-      ctx: Context[Any, Any], sentence: Sentence = None, spec: Spec = None
+      ctx: Context[Any, Any],
+      sentence: Sentence = None,
+      spec: Spec = None,
+      backfill: Backfill = None,
     ) -> dict[str, Any]:
       body = _body(sentence, spec)
       async with self._bond(ctx) as client:
-        info = await client.create_stream(body)
+        info = await client.create_stream(body, backfill=backfill)
       return {
         **_summary(info),
         "ws_url": info.get("ws_url"),
         "expires_in_sec": info.get("expires_in_sec"),
         "spec": info.get("spec"),
+        "backfill_sec": info.get("backfill_sec"),
         "fields": list(fields.COLUMNS),
       }
 
