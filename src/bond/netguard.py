@@ -144,6 +144,8 @@ def is_public(ip: IPAddress) -> bool:
 
 
 def _kind(ip: IPAddress) -> str:
+  if isinstance(ip, ipaddress.IPv6Address) and (ip.is_loopback or ip.is_unspecified):
+    return "the IPv6 loopback address" if ip.is_loopback else "the unspecified address"
   if isinstance(ip, ipaddress.IPv6Address):
     inner = _embedded_ipv4(ip)
     if inner is not None and not is_public(inner):
