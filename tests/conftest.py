@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,16 @@ os.environ.update(
   BOND_ENV="dev",
   BOND_MARKET="sim",
 )
+
+
+def nested(depth: int) -> dict[str, Any]:
+  """Return a JSON object nested `depth` levels deep (hostile-input tests)."""
+  root: dict[str, Any] = {}
+  node = root
+  for _ in range(depth - 1):
+    node["a"] = {}
+    node = node["a"]
+  return root
 
 
 def free_port() -> int:

@@ -25,7 +25,7 @@ from bond.gateway.api import MarketLoader, create_api_app
 from bond.sim.exchange import SimExchange
 from bond.topics import stream_topic
 from bond.topics.admin import TopicAdmin
-from tests.conftest import free_port
+from tests.conftest import free_port, nested
 
 pytestmark = pytest.mark.integration
 
@@ -636,15 +636,6 @@ async def test_refuses_the_default_secret_outside_dev(
 # ---------------------------------------------------------------------- hostile specs (issue 13)
 
 
-def _nested(depth: int) -> dict[str, Any]:
-  root: dict[str, Any] = {}
-  node = root
-  for _ in range(depth - 1):
-    node["a"] = {}
-    node = node["a"]
-  return root
-
-
 async def test_the_issues_hostile_specs_are_refused_422_naming_the_cap(
   client: httpx.AsyncClient,
 ) -> None:
@@ -659,7 +650,7 @@ async def test_the_issues_hostile_specs_are_refused_422_naming_the_cap(
     (
       {
         "spec": {
-          "sources": [{"type": "custom", "url": "wss://f.example", "subscribe": _nested(300)}]
+          "sources": [{"type": "custom", "url": "wss://f.example", "subscribe": nested(300)}]
         }
       },
       "BOND_MAX_SUBSCRIBE_DEPTH",

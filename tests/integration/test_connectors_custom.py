@@ -18,6 +18,7 @@ from bond.config import Settings
 from bond.connectors.backoff import Backoff
 from bond.connectors.custom_ws import CustomWsFeed
 from bond.schemas import CustomEvent, CustomMapping, CustomSource, Heartbeat
+from tests.conftest import nested
 from tests.integration.peers import collect
 
 MAPPING = CustomMapping(
@@ -26,15 +27,6 @@ MAPPING = CustomMapping(
 FAST = Backoff(base_sec=0.05, max_sec=0.2, jitter=0)
 LOCAL = Settings(bond_custom_allow="127.0.0.1/32")
 PUBLIC_ONLY = Settings(bond_custom_allow="")
-
-
-def _nested(depth: int) -> dict[str, Any]:
-  root: dict[str, Any] = {}
-  node = root
-  for _ in range(depth - 1):
-    node["a"] = {}
-    node = node["a"]
-  return root
 
 
 def customs(events: list[Any]) -> list[CustomEvent]:
@@ -78,7 +70,7 @@ async def test_bad_payloads_are_counted_and_skipped(feed_peer_factory):
     await collect(feed, lambda ev: len(customs(ev)) >= 2)
     for text in [
       "[" * 100_000 + "]" * 100_000,  # too deep for json.loads
-      json.dumps({"type": "trade", "data": {"s": "X"}, "deep": _nested(300)}),  # for pydantic
+      json.dumps({"type": "trade", "data": {"s": "X"}, "deep": nested(300)}),  # for pydantic
       "{not json",
       json.dumps({"type": "trade", "data": {"s": "X", "p": "NaN", "q": "1", "T": 1761053405012}}),
       json.dumps({"type": "trade", "data": {"s": "X", "p": "-5", "q": "1", "T": 1761053405012}}),

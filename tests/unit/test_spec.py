@@ -17,6 +17,7 @@ from bond.config import Settings
 from bond.connectors.x_stream import XStream, rule_for
 from bond.errors import SpecError
 from bond.schemas import CcxtSource, CustomSource, OnchainSource, StreamSpec, TwitterSource
+from tests.conftest import nested
 
 
 def _spec(**over: Any) -> dict[str, Any]:
@@ -377,28 +378,19 @@ def test_x_rule_and_stream_take_only_tickers() -> None:
   assert stream.bases == ["BTC", "ETH"]
 
 
-def _nested(depth: int) -> dict[str, Any]:
-  root: dict[str, Any] = {}
-  node = root
-  for _ in range(depth - 1):
-    node["a"] = {}
-    node = node["a"]
-  return root
-
-
 def _custom(subscribe: Any) -> dict[str, Any]:
   return {"sources": [{"type": "custom", "url": "wss://f.example/ws", "subscribe": subscribe}]}
 
 
 @pytest.mark.parametrize("depth", [9, 300, 5000])
 def test_a_deep_subscribe_is_a_spec_error_not_a_crash(depth: int) -> None:
-  message = str(_error(_custom(_nested(depth))))
+  message = str(_error(_custom(nested(depth))))
   assert "sources.0.subscribe: nested deeper than 8 levels" in message
   assert "BOND_MAX_SUBSCRIBE_DEPTH" in message
 
 
 def test_a_subscribe_at_the_depth_cap_gets_a_stream_id() -> None:
-  spec = parse_spec(_custom({"op": "sub", "args": [_nested(6)]}))  # 8 levels with the list
+  spec = parse_spec(_custom({"op": "sub", "args": [nested(6)]}))  # 8 levels with the list
   assert len(stream_id(spec)) == 16
 
 
