@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bond.compiler import stream_id as make_stream_id
 from bond.registry import RegistryWriter, new_record
@@ -58,6 +58,23 @@ class Deployment:
         return [json.loads(fields["e"]) for _, fields in entries]
       await asyncio.sleep(0.1)
     raise AssertionError(f"only {len(entries)} of {count} windows in Redis for {sid}")
+
+  async def stream_windows(self, sid: str) -> list[dict]:
+    """Return every window in the stream's Kafka topic, in order."""
+    topic = f"{self.prefix}bond.stream.{sid}"
+    consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    out: list[dict] = []
+    try:
+      tp = TopicPartition(topic, 0)
+      consumer.assign([tp])
+      end = (await consumer.end_offsets([tp]))[tp]
+      while await consumer.position(tp) < end:
+        batch = await consumer.getmany(tp, timeout_ms=1000)
+        out += [json.loads(m.value) for m in batch.get(tp, []) if m.offset < end]
+    finally:
+      await consumer.stop()
+    return out
 
 
 def trade(ex: str, sym: str, ts: int, price: float, amount: float, tid: int) -> dict:

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bond.compiler import stream_id as make_stream_id
 from bond.registry import new_record
@@ -23,24 +22,6 @@ pytestmark = pytest.mark.integration
 # Fields that differ by construction between the live stream and the backfilled one: its id
 # and the backfill mark. Every other field (complete, missing, raw_data, ...) must be equal.
 BOOKKEEPING = ("stream_id", "backfilled")
-
-
-async def stream_windows(dep: Deployment, sid: str) -> list[dict]:
-  """Return every window in the stream's Kafka topic, in order."""
-  topic = f"{dep.prefix}bond.stream.{sid}"
-  consumer = AIOKafkaConsumer(bootstrap_servers=dep.bootstrap, auto_offset_reset="earliest")
-  await consumer.start()
-  out: list[dict] = []
-  try:
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    end = (await consumer.end_offsets([tp]))[tp]
-    while await consumer.position(tp) < end:
-      batch = await consumer.getmany(tp, timeout_ms=1000)
-      out += [json.loads(m.value) for m in batch.get(tp, []) if m.offset < end]
-  finally:
-    await consumer.stop()
-  return out
 
 
 async def progress(dep: Deployment, sid: str) -> dict[str, str]:
@@ -64,7 +45,7 @@ async def run_backfill_equals_live(dep: Deployment, worker_factory, overlap_sec:
 
     async def a_lived() -> bool:
       nonlocal a_first
-      seqs = [w["seq"] for w in await stream_windows(dep, a)]
+      seqs = [w["seq"] for w in await dep.stream_windows(a)]
       a_first = a_first or (seqs[0] if seqs else None)
       return a_first is not None and seqs[-1] >= a_first + overlap_sec * 1000
 
@@ -83,7 +64,7 @@ async def run_backfill_equals_live(dep: Deployment, worker_factory, overlap_sec:
     async def b_done_and_live() -> bool:
       if (await progress(dep, b)).get("state") != "done":
         return False
-      seqs = [w["seq"] for w in await stream_windows(dep, b)]
+      seqs = [w["seq"] for w in await dep.stream_windows(b)]
       return bool(seqs) and seqs[-1] >= live_end + 3000
 
     started = time.monotonic()
@@ -93,7 +74,7 @@ async def run_backfill_equals_live(dep: Deployment, worker_factory, overlap_sec:
     await feed.stop()
   state = await progress(dep, b)
   a_late = await late_count(dep, a)
-  a_windows, b_windows = await stream_windows(dep, a), await stream_windows(dep, b)
+  a_windows, b_windows = await dep.stream_windows(a), await dep.stream_windows(b)
 
   # B: backfilled windows first, in seq order, then live ones, no gap, no duplicate.
   seqs = [w["seq"] for w in b_windows]

@@ -8,7 +8,6 @@ import time
 from collections import Counter
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.integration.pipeline import Deployment, trade
 
@@ -100,23 +99,6 @@ def worker_stats(worker) -> dict:
   return httpx.get(f"http://127.0.0.1:{worker.web_port}/bond/stats", timeout=5).json()
 
 
-async def kafka_seqs(dep: Deployment, sid: str) -> list[int]:
-  topic = f"{dep.prefix}bond.stream.{sid}"
-  consumer = AIOKafkaConsumer(bootstrap_servers=dep.bootstrap, auto_offset_reset="earliest")
-  await consumer.start()
-  seqs: list[int] = []
-  try:
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    end = (await consumer.end_offsets([tp]))[tp]
-    while await consumer.position(tp) < end:
-      batch = await consumer.getmany(tp, timeout_ms=1000)
-      seqs += [json.loads(m.value)["seq"] for m in batch.get(tp, []) if m.offset < end]
-  finally:
-    await consumer.stop()
-  return seqs
-
-
 async def late_count(dep: Deployment, sid: str) -> int:
   return int(await dep.redis.hget(f"bond:metrics:{sid}", "late") or 0)
 
@@ -192,7 +174,7 @@ async def test_kill_9_and_restart_loses_and_duplicates_nothing(deployment, worke
       checked += 1
   assert checked >= 8
   # Kafka may carry a window twice after the crash (at-least-once); Redis and clients never do.
-  dupes = Counter(await kafka_seqs(deployment, sid))
+  dupes = Counter(w["seq"] for w in await deployment.stream_windows(sid))
   print("kafka duplicate windows after kill -9:", sum(c - 1 for c in dupes.values()))
 
 
