@@ -72,32 +72,51 @@ def make_connector(feed: Feed) -> Any:
   return CustomWsFeed(params["custom"], heartbeat_sec=HEARTBEAT_SEC)
 
 
-async def last_published_trade(feed: Feed, scan: int = 20_000) -> tuple[str, int] | None:
-  """Return (trade_id, ts) of the feed's last trade in its raw partition, if any is recent."""
+async def last_published_trade(
+  feed: Feed, scan: int = 20_000, chunk: int = 2_000, timeout_sec: float = 30.0
+) -> tuple[str, int] | None:
+  """Return (trade_id, ts) of the feed's last trade in its raw partition, if any is recent.
+
+  The partition is read backwards, `chunk` records at a time, up to `scan` records from its
+  end; each chunk is read to its last record. A resume point from a partly read chunk would
+  be an older trade, and every trade after it would be published twice: a read that cannot
+  finish within `timeout_sec` raises TimeoutError instead (the feed is started again later).
+  """
   topic = RAW_TOPICS[feed.source]
   tp = TopicPartition(topic.name, partition_for(feed.raw_key, topic.partitions))
+  key = feed.raw_key.encode()
   consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
   await consumer.start()
+  loop = asyncio.get_running_loop()
+  deadline = loop.time() + timeout_sec
   try:
     consumer.assign([tp])
     end = (await consumer.end_offsets([tp]))[tp]
-    consumer.seek(tp, max(0, end - scan))
-    last: tuple[str, int] | None = None
-    while await consumer.position(tp) < end:
-      batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
-      for msg in batch.get(tp, []):
-        if msg.key != feed.raw_key.encode() or b'"trade"' not in msg.value:
-          continue
-        raw = json.loads(msg.value)
-        if (
-          raw.get("exchange") == feed.exchange
-          and raw.get("kind") == "trade"
-          and raw.get("trade_id")
-        ):
-          last = (str(raw["trade_id"]), int(raw["ts"]))
-      if not batch:
-        break
-    return last
+    first = (await consumer.beginning_offsets([tp]))[tp]
+    floor = max(first, end - scan)
+    upper = end
+    while upper > floor:
+      lower = max(floor, upper - chunk)
+      consumer.seek(tp, lower)
+      last: tuple[str, int] | None = None
+      while await consumer.position(tp) < upper:
+        if loop.time() > deadline:
+          raise TimeoutError(f"reading {tp.topic}[{tp.partition}] for the last trade of {feed.id}")
+        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=chunk)
+        for msg in batch.get(tp, []):
+          if msg.offset >= upper or msg.key != key or b'"trade"' not in msg.value:
+            continue
+          raw = json.loads(msg.value)
+          if (
+            raw.get("exchange") == feed.exchange
+            and raw.get("kind") == "trade"
+            and raw.get("trade_id")
+          ):
+            last = (str(raw["trade_id"]), int(raw["ts"]))
+      if last is not None:
+        return last
+      upper = lower
+    return None
   finally:
     await consumer.stop()
 

@@ -111,6 +111,11 @@ class Outbox:
     self.retry_at: dict[str, float] = {}
     self.attempts: dict[str, int] = {}
     self.bytes = 0
+    # The highest seq each stream's topic is known to hold (read from its tail when the
+    # stream's topic was prepared, then moved by every delivery): a window at or below it is
+    # one this worker, or the stream's owner before it, already sent.
+    self.sent_seq: dict[str, int] = {}
+    self.skipped = 0  # windows not sent again for that reason
 
   def put(self, sid: str, window: Window) -> bool:
     """Queue a window; return False when it was dropped (too large to ever be sent)."""
@@ -153,9 +158,21 @@ class Outbox:
       if not queue:
         del self.pending[sid]
       self.bytes -= sum(len(w.body) for w in batch)
+      sent = self.sent_seq.get(sid)
+      if sent is not None and batch[0].seq <= sent:
+        fresh = [w for w in batch if w.seq > sent]
+        self.skipped += len(batch) - len(fresh)
+        batch = fresh
+        if not batch:
+          continue
       self.inflight.add(sid)
       out.append((sid, batch))
     return out
+
+  def delivered(self, sid: str, seq: int) -> None:
+    """Record that the stream's topic holds windows up to `seq`."""
+    if seq > self.sent_seq.get(sid, -1):
+      self.sent_seq[sid] = seq
 
   def settle(self, sid: str, retry: list[Window]) -> float | None:
     """End a stream's batch; `retry` goes back in front. Return the retry delay, if any."""
@@ -184,6 +201,7 @@ class Outbox:
       self.bytes -= sum(len(w.body) for w in queue)
     self.retry_at.pop(sid, None)
     self.attempts.pop(sid, None)
+    self.sent_seq.pop(sid, None)
 
 
 Record = tuple[bytes, bool]  # (raw record, is a heartbeat)

@@ -24,13 +24,22 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import NoScriptError, RedisError
 
 from bond.agents.app import app, settings
 from bond.agents.outbox import Outbox, Recent, Window, is_poison
-from bond.agents.sink_io import DROPPED, EMIT_LAG, LATE, LATENCY, MSGS_IN, SCRIPTS, WINDOWS
+from bond.agents.sink_io import (
+  DROPPED,
+  EMIT_LAG,
+  LATE,
+  LATENCY,
+  MSGS_IN,
+  SCRIPTS,
+  WINDOWS,
+  last_records,
+)
 from bond.agents.state import partition_for, state
 from bond.connectors.backoff import Backoff
 from bond.topics import PANES, stream_topic
@@ -71,6 +80,10 @@ class Sink:
     self._admin: TopicAdmin | None = None
     self._prepared: set[str] = set()
     self._admin_lock = asyncio.Lock()
+    self._tail: AIOKafkaConsumer | None = None  # reads the last window of a stream's topic
+    self._tail_lock = asyncio.Lock()
+    self._moves = 0  # ownership changes so far; the last one each stream was part of:
+    self._moved: dict[str, int] = {}
     self._tasks: set[asyncio.Task[None]] = set()
     self._preparing: asyncio.Task[None] | None = None
     self._prepare_attempt = 0
@@ -136,7 +149,8 @@ class Sink:
     self._fresh.discard(sid)
     self.outbox.forget(sid)
     stores: tuple[dict[str, Any], ...] = (self.counts, self.latency_ms, self.lag_ms, self._topics,
-                                          self._partition, self._maxlen_trimmed, self._prom)  # fmt: skip
+                                          self._partition, self._maxlen_trimmed, self._prom,
+                                          self._moved)  # fmt: skip
     for store in stores:
       store.pop(sid, None)
     for metric in (WINDOWS, MSGS_IN, LATE, DROPPED, EMIT_LAG, LATENCY):
@@ -170,6 +184,9 @@ class Sink:
     admin, self._admin = self._admin, None
     if admin is not None:
       await admin.stop()
+    tail, self._tail = self._tail, None
+    if tail is not None:
+      await tail.stop()
     client, self._redis = self._redis, None
     if client is not None:
       await client.aclose()
@@ -212,10 +229,51 @@ class Sink:
       await admin.ensure([stream_topic(sid) for sid in sids])
     topics = [stream_topic(sid).name for sid in sids]
     await asyncio.gather(*(producer.partitions_for(topic) for topic in topics))
+    moves = self._moves
+    async with self._tail_lock:
+      tails = await last_records(await self._tail_started(), topics)
     for sid, topic in zip(sids, topics, strict=True):
+      if self._moved.get(sid, 0) > moves:
+        continue  # taken over while its tail was read: read again
       self._topics[sid] = topic
       self._prepared.add(sid)
+      self._note_tail(sid, tails[topic])
     self.wake.set()
+
+  def _note_tail(self, sid: str, body: bytes | None) -> None:
+    """Take the last window already in a stream's topic: what this worker must not send again.
+
+    After a kill -9 or a move, stage 2 composes again the windows it sent but had not yet
+    recorded as sent, possibly from more of the data; the copy in Kafka, which clients may
+    have seen, stays the only one. The copy also goes to Redis (refused if already there), in
+    case the crash came between Kafka and Redis.
+    """
+    if body is None:
+      return
+    try:
+      seq = int(json.loads(body)["seq"])
+    except (KeyError, TypeError, ValueError):
+      return
+    self.outbox.delivered(sid, seq)
+    self.redis_queue.append((sid, Window(seq, body)))
+    self.redis_ready.set()
+
+  def moved(self, sids: list[str]) -> None:
+    """These streams were just taken over: read their topic's tail again before sending."""
+    self._moves += 1
+    for sid in sids:
+      self._moved[sid] = self._moves
+      self._topics.pop(sid, None)
+      self._prepared.discard(sid)
+      self.outbox.sent_seq.pop(sid, None)
+
+  async def _tail_started(self) -> AIOKafkaConsumer:
+    if self._tail is None:
+      consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                  enable_auto_commit=False)  # fmt: skip
+      await consumer.start()
+      self._tail = consumer
+    return self._tail
 
   async def _admin_started(self) -> TopicAdmin:
     if self._admin is None:
@@ -309,6 +367,7 @@ class Sink:
       else:
         delivered.append(window)
     if delivered:
+      self.outbox.delivered(sid, delivered[-1].seq)
       self.redis_queue.extend((sid, w) for w in delivered)
       self.redis_ready.set()
     return retry
@@ -405,6 +464,7 @@ class Sink:
     """Add counters to each stream's metrics hash and replace its percentiles (one command)."""
     self.stats["kafka_waiting"] = self.outbox.waiting()  # shown in the worker's /bond/stats
     self.stats["kafka_in_flight"] = len(self.outbox.inflight)
+    self.stats["kafka_resent_skipped"] = self.outbox.skipped
     self.stats["redis_waiting"] = len(self.redis_queue)
     counts, self.counts = self.counts, defaultdict(lambda: defaultdict(int))
     owned = self.owned()

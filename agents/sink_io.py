@@ -2,6 +2,9 @@
 stream like GET /v1/streams/{id}/metrics) and the Lua scripts it runs in Redis, one call per
 batch of windows and one per metrics flush (ARCHITECTURE.md "Output")."""
 
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Histogram
 
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -58,3 +61,39 @@ end
 return #KEYS
 """,
 }
+
+
+async def last_records(
+  consumer: AIOKafkaConsumer, topics: list[str], timeout_sec: float = 10.0
+) -> dict[str, bytes | None]:
+  """Return the last record of each (one-partition) topic, None for an empty one.
+
+  `consumer` is a started consumer without a group; it is assigned these partitions for the
+  read and nothing after it. Raises TimeoutError when a last record could not be read in time.
+  """
+  tps = [TopicPartition(topic, 0) for topic in topics]
+  out: dict[str, bytes | None] = {topic: None for topic in topics}
+  ends = await consumer.end_offsets(tps)
+  starts = await consumer.beginning_offsets(tps)
+  wanted = {tp: ends[tp] - 1 for tp in tps if ends[tp] > starts[tp]}
+  if not wanted:
+    return out
+  consumer.assign(list(wanted))
+  try:
+    for tp, offset in wanted.items():
+      consumer.seek(tp, offset)
+    deadline = asyncio.get_running_loop().time() + timeout_sec
+    while wanted:
+      left = deadline - asyncio.get_running_loop().time()
+      if left <= 0:
+        raise TimeoutError(f"last record of {len(wanted)} topic(s) not read in {timeout_sec}s")
+      batch = await consumer.getmany(*wanted, timeout_ms=int(min(left, 1.0) * 1000))
+      for tp, messages in batch.items():
+        for message in messages:
+          if tp in wanted and message.offset >= wanted[tp]:
+            out[tp.topic] = message.value
+            del wanted[tp]
+            consumer.pause(tp)
+  finally:
+    consumer.unsubscribe()  # drops the manual assignment
+  return out

@@ -71,7 +71,10 @@ class WindowDriver:
       tp.partition for tp in app.assignor.assigned_actives() if tp.topic == PANES.name
     )
     if owned != self.owned:
+      gained = owned - (self.owned or frozenset())
       self.owned = owned
+      # The sink reads what the previous owner sent before sending any of their windows.
+      sink.moved([sid for sid, d in state.stream_defs().items() if d.partition in gained])
       self.core.assign(owned, list(table.items()))
     return True
 

@@ -134,6 +134,35 @@ async def test_ws_reconnect_backfills_without_gap_or_duplicate(sim_factory):
     assert ids == list(range(ids[0], ids[0] + len(ids))), "gap in trade ids"
 
 
+async def test_liquidations_during_a_reconnect_wait_for_the_backfilled_trades(sim_factory):
+  # A liquidation that reconnects before the trades are backfilled must not go out first:
+  # its later time would close the panes those trades belong to (counted as late, lost).
+  sim = await sim_factory(trades_per_sec=100, seed=13, symbols=["ETH"], liquidation_ratio=0.3)
+  feed = CcxtWsFeed(["binance"], ["ETH/USDT"], market="sim", sim_url=sim.base_url, tickers=False,
+                    liquidations=True, backoff=Backoff(base_sec=1.0, max_sec=1.0, jitter=0))  # fmt: skip
+  async with feed:
+    events = await collect(feed, lambda ev: len(trades_of(ev, "ETH/USDT")) >= 50)
+    for _ in range(2):
+      await sim.drop_connections()
+      before = feed.stats["backfilled"]
+      events += await collect(
+        feed,
+        lambda ev, before=before: (
+          feed.stats["backfilled"] > before and len(trades_of(ev, "ETH/USDT")) >= 150
+        ),
+      )
+  assert feed.stats["backfilled"] > 0 and feed.stats["liquidations"] > 0
+  ticks = [e for e in events if isinstance(e, RawTick) and e.kind in ("trade", "liquidation")]
+  newest, worst = 0, 0
+  for tick in ticks:
+    worst = max(worst, newest - tick.ts)
+    newest = max(newest, tick.ts)
+  # Live, the two subscriptions interleave within a sim tick; a gap of a second is not that.
+  assert worst < 300, f"an event went out {worst} ms after a later one of its feed"
+  ids = trades_of(events, "ETH/USDT")
+  assert ids == list(range(ids[0], ids[0] + len(ids))), "gap in trade ids"
+
+
 async def test_ws_feed_sends_heartbeats_when_quiet(sim_factory):
   sim = await sim_factory(trades_per_sec=50, seed=12, symbols=["BTC"])
   feed = CcxtWsFeed(["binance"], ["BTC/USDT"], market="sim", sim_url=sim.base_url, tickers=False)

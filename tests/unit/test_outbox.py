@@ -133,3 +133,21 @@ def test_feed_queue_is_bounded_in_bytes_and_keeps_order_on_give_back():
   assert [int(b) for b, _ in batch] == [9, 10, 11, 12]
   q.give_back(batch[2:])
   assert [int(b) for b, _ in q.records][:3] == [11, 12, 13] and q.bytes == 9 * 9
+
+
+def test_windows_the_topic_already_holds_are_not_sent_again():
+  box, drops, _clock = make_outbox()
+  box.delivered("s", 3000)  # the stream's topic ends with window 3000 (read from its tail)
+  for seq in (2000, 3000, 4000, 5000):
+    box.put("s", w(seq))
+  [(sid, batch)] = box.take_ready(lambda _sid: True, 10)
+  assert sid == "s" and [x.seq for x in batch] == [4000, 5000]
+  assert box.skipped == 2 and not drops
+  box.settle("s", [])
+  box.delivered("s", 5000)
+  box.put("s", w(5000))  # composed again after a crash: nothing to send
+  assert box.take_ready(lambda _sid: True, 10) == [] and box.skipped == 3
+  assert "s" not in box.inflight and box.waiting() == 0
+  box.forget("s")  # a deleted stream starts afresh when re-created
+  box.put("s", w(1000))
+  assert [x.seq for x in box.take_ready(lambda _sid: True, 10)[0][1]] == [1000]

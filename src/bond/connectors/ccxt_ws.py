@@ -8,6 +8,7 @@ the feed has neither silent gaps nor duplicates.
 
 import asyncio
 import logging
+from bisect import insort
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 PAGE = 1000
 MAX_BACKFILL_PAGES = 50
+MAX_PARKED = 10_000  # liquidations of one feed kept while its trades are backfilled
 
 
 class CcxtWsFeed(Connector):
@@ -80,6 +82,9 @@ class CcxtWsFeed(Connector):
     self._ws: dict[str, Any] = {}
     self._rest: dict[str, Any] = {}
     self._dedupe: dict[tuple[str, str], TradeDedupe] = {}
+    # Liquidations received while the feed's trades are being backfilled: sent in time order
+    # with those trades, since a later time sent first would close panes the trades belong to.
+    self._parked: dict[tuple[str, str], list[RawTick]] = {}
     self._resumed: set[tuple[str, str]] = set()
 
   def feeds(self) -> Iterable[tuple[str, str]]:
@@ -167,11 +172,12 @@ class CcxtWsFeed(Connector):
       for tick in fresh:
         if dedupe.is_new(tick):
           self.stats["trades"] += 1
-          await self.emit(tick, feed)
+          await self._emit_after_parked(tick, feed)
         else:
           self.stats["duplicates_dropped"] += 1
       if fresh and not reconnected:
         self.release_heartbeats(feed)  # the gap is backfilled and live trades flow again
+        await self._emit_parked(feed)
 
   def resume_from(self, exchange: str, symbol: str, trade_id: str, ts: int) -> None:
     """Continue after `trade_id`, the last trade an earlier run published: the gap is backfilled."""
@@ -257,7 +263,7 @@ class CcxtWsFeed(Connector):
       if dedupe.is_new(tick):
         self.stats["backfilled"] += 1
         self.stats["trades"] += 1
-        await self.emit(tick, feed)
+        await self._emit_after_parked(tick, feed)
     log.info("%s %s backfilled up to trade %s", exchange, symbol, first.trade_id)
 
   # ------------------------------------------------------------------ tickers, liquidations
@@ -297,4 +303,23 @@ class CcxtWsFeed(Connector):
           self.stats["invalid"] += 1
           continue
         self.stats["liquidations"] += 1
+        if self.held(feed):
+          parked = self._parked.setdefault(feed, [])
+          if len(parked) < MAX_PARKED:
+            insort(parked, tick, key=lambda t: t.ts)
+          else:
+            self.stats["parked_dropped"] = self.stats.get("parked_dropped", 0) + 1
+          continue
+        await self._emit_parked(feed)  # a hold that ran out: what waited goes first
         await self.emit(tick, feed)
+
+  async def _emit_after_parked(self, tick: RawTick, feed: tuple[str, str]) -> None:
+    """Emit a trade, after the parked liquidations of its feed that are not later than it."""
+    parked = self._parked.get(feed)
+    while parked and parked[0].ts <= tick.ts:
+      await self.emit(parked.pop(0), feed)
+    await self.emit(tick, feed)
+
+  async def _emit_parked(self, feed: tuple[str, str]) -> None:
+    for tick in self._parked.pop(feed, []):
+      await self.emit(tick, feed)
