@@ -158,14 +158,14 @@ class Platform:
     # crashes on its first table write (seen on this loaded machine; reported).
     changelogs = [
       TopicSpec(
-        f"{self.group}-windows-changelog",
+        f"{self.group}-stage2-changelog",
         "stream_id",
         "window state",
         partitions=PANES.partitions,
         compacted=True,
       )
     ]
-    changelogs += [TopicSpec(f"{self.group}-panes-{source}-changelog", "raw key", "pane state",
+    changelogs += [TopicSpec(f"{self.group}-stage1-{source}-changelog", "raw key", "pane state",
                              partitions=spec.partitions, compacted=True)
                    for source, spec in RAW_TOPICS.items()]  # fmt: skip
     async with TopicAdmin(self.bootstrap) as admin:
