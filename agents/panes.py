@@ -152,7 +152,10 @@ class RawReader:
       enable_auto_commit=False,
       auto_offset_reset="earliest",
       max_partition_fetch_bytes=4 * 1024 * 1024,
-      fetch_max_wait_ms=5,
+      # A fetch returns as soon as a record arrives; this bounds only an idle fetch (and how
+      # long a new assignment waits for the fetch in flight). 5 ms polled the broker 200
+      # times a second for nothing.
+      fetch_max_wait_ms=100,
     )
     await self.consumer.start()
     try:

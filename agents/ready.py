@@ -1,6 +1,7 @@
 """Worker start-up and shutdown (registry first, then stage 1) and the pages `bond up`, tests
 and benches poll."""
 
+import logging
 from typing import Any
 
 from aiohttp.web import Response
@@ -12,9 +13,21 @@ from bond.agents.windows import driver
 from bond.agents.windows import table as windows_table
 
 
+def root_logger_at_handler_level() -> None:
+  """Undo Faust's root logger at DEBUG: at `-l warn` and above its worker sets it so that its
+  terminal spinner turns on every record, and then every library's debug call (aiokafka
+  makes several per request) builds a record nobody prints: a tenth of an idle worker's CPU.
+  """
+  root = logging.getLogger()
+  levels = [h.level for h in root.handlers if type(h).__name__ != "SpinnerHandler"]
+  if levels and root.level < min(levels):
+    root.setLevel(min(levels))
+
+
 @app.task
 async def start_worker() -> None:
   """Create the catalog's topics if needed, load the stream registry, start stage 1."""
+  root_logger_at_handler_level()
   await state.start()
   # A table write picks its changelog partition from the producer's metadata, which holds
   # only topics it was asked about: fetch it for every changelog before the first write.

@@ -47,7 +47,7 @@ from bond.schemas import StreamSpec
 from bond.sim.exchange import START_PRICES
 from bond.topics import CATALOG, PANES, RAW_TOPICS, TopicSpec, stream_topic
 from bond.topics.admin import TopicAdmin, drop_topics
-from bond.wire import metrics_key, stream_key
+from bond.wire import metrics_key, project_streams_key, stream_key
 
 ROOT = Path(__file__).resolve().parent.parent
 MIX_SYMBOLS = [f"{base}/USDT" for base in list(START_PRICES)[:20]]
@@ -279,6 +279,10 @@ class Platform:
       for k in range(0, len(self.sids), 500):
         part = self.sids[k : k + 500]
         await client.delete(*[stream_key(s) for s in part], *[metrics_key(s) for s in part])
+      # The bench's Redis is its own: a project's reservations would refuse the next run's
+      # identical 1 s stream for a while ("another request is creating this stream").
+      async for key in client.scan_iter(match=project_streams_key("*")):
+        await client.delete(key)
     finally:
       await client.aclose()
     await drop_topics(self.bootstrap, (self.prefix, self.group + "-"))
