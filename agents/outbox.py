@@ -77,6 +77,14 @@ class Recent:
     for value in values:
       self.add(value)
 
+  def summary(self, name: str) -> dict[str, float | None]:
+    """Return `{name}_p50_ms`, `_p99_ms` and `_max_ms` of the samples (None when empty)."""
+    return {
+      f"{name}_p50_ms": self.quantile(0.5),
+      f"{name}_p99_ms": self.quantile(0.99),
+      f"{name}_max_ms": self.ranked[-1] if self.ranked else None,
+    }
+
   def quantile(self, q: float) -> float | None:
     """Return the q-quantile (0..1) by nearest rank, or None when empty."""
     n = len(self.ranked)

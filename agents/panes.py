@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bond.agents.app import app, settings
+from bond.agents.outbox import Recent
 from bond.agents.state import partition_for, state
 from bond.topics import PANES, RAW_TOPICS
 from bond.windowing import KeyState, PaneOut, PaneRecord, Stage1, WireError
@@ -89,10 +90,13 @@ class RawReader:
     self._pending: dict[tuple[str, str], KeyState] = {}
     self._positions: dict[tuple[str, int], int] = {}
     self._flushed_ms = 0
+    # How old the newest raw record of each batch is when stage 1 reads it (ms): shown in
+    # /bond/stats, it tells a worker that falls behind its input from one that keeps up.
+    self.read_delay_ms = Recent(512)
 
-  def counters(self) -> dict[str, int]:
-    """Return stage 1's counters (the core's and the adapter's)."""
-    return {**self.core.stats, **self.stats}
+  def counters(self) -> dict[str, int | float | None]:
+    """Return stage 1's counters (the core's and the adapter's) and its read delay."""
+    return {**self.core.stats, **self.stats, **self.read_delay_ms.summary("read_delay")}
 
   def wanted(self) -> set[TopicPartition]:
     """Return the raw partitions this worker owns now."""
@@ -206,6 +210,7 @@ class RawReader:
   async def _process(self, source: str, partition: int, records: list[Any]) -> None:
     stats = self.core.stats
     stats["first_batch_ms"] = stats.get("first_batch_ms") or now_ms()
+    self.read_delay_ms.add(float(now_ms() - records[-1].timestamp))
     started = time.perf_counter()
     dirty: dict[str, KeyState] = {}
     for msg in records:

@@ -10,6 +10,7 @@ from bond.agents.app import app
 from bond.agents.panes import TABLES, reader, settled
 from bond.agents.state import state
 from bond.agents.windows import driver
+from bond.agents.windows import reader as pane_reader
 from bond.agents.windows import table as windows_table
 
 
@@ -26,7 +27,7 @@ def root_logger_at_handler_level() -> None:
 
 @app.task
 async def start_worker() -> None:
-  """Create the catalog's topics if needed, load the stream registry, start stage 1."""
+  """Create the catalog's topics if needed, load the stream registry, start both stages' readers."""
   root_logger_at_handler_level()
   await state.start()
   # A table write picks its changelog partition from the producer's metadata, which holds
@@ -36,11 +37,13 @@ async def start_worker() -> None:
     await producer.partitions_for(table.changelog_topic.get_topic_name())
   driver.writable.set()
   reader.start()
+  pane_reader.start()
 
 
 @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers narrowly
 async def stop_worker(sender: Any, **kwargs: Any) -> None:
-  """Stop stage 1 and the registry when the worker shuts down."""
+  """Stop both stages' readers and the registry when the worker shuts down."""
+  await pane_reader.stop()
   await reader.stop()
   await state.stop()
 
@@ -67,9 +70,10 @@ async def stats_page(web, request) -> Response:  # type: ignore[no-untyped-def]
 
   body = {
     "stage1": reader.counters(),
-    "stage2": driver.core.stats,
+    "stage2": {**driver.core.stats, **driver.read_delay_ms.summary("read_delay")},
     "stage2_partitions": sorted(driver.owned or ()),
     "stage2_streams": len(driver.core.defs),
+    "stage2_panes_lag": pane_reader.lag(),
     "raw_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in reader.assigned),
     "sink": sink.stats,
     "feeds": {"running": sorted(runner.running), **runner.stats},

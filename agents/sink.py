@@ -450,7 +450,9 @@ class Sink:
 
   def owned(self) -> Callable[[str], bool]:
     """Return a test of whether this worker owns a stream (its bond.panes partition)."""
-    assigned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == PANES.name}
+    from bond.agents.windows import owned_partitions  # (windows.py imports this module)
+
+    assigned = owned_partitions()
 
     def test(sid: str) -> bool:
       part = self._partition.get(sid)

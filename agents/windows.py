@@ -1,10 +1,16 @@
-"""Stage 2 adapter: feed `bond.panes` records to `bond.windowing.Stage2`, tick its deadline
-heap, and keep it told which partitions and streams this worker owns (ARCHITECTURE.md
+"""Stage 2 adapter: read `bond.panes` in large batches into `bond.windowing.Stage2`, tick its
+deadline heap, and keep it told which partitions and streams this worker owns (ARCHITECTURE.md
 "Stage 2" and "When a window goes out").
 
 Emission is driven by the panes and by a 20 ms timer that pops only the streams due, not by
 Faust's window-close callback, which fires up to 30 s late. The core's state lives in the
 changelog-backed `stage2` table, keyed so each key falls in its bond.panes partition.
+
+The panes are read by one plain consumer, as stage 1 reads the raw topics: through a Faust
+agent each record cost more than composing its windows, and at 100 streams panes reached
+stage 2 seconds after they were sent. Partition *n* of bond.panes is read by the worker
+whose stage-2 changelog partition *n* is active, from the position stored in the table after
+the state it produced.
 """
 
 import asyncio
@@ -13,7 +19,10 @@ import logging
 import time
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from bond.agents.app import app, settings
+from bond.agents.outbox import Recent
 from bond.agents.panes import PANE_MS, settled
 from bond.agents.sink import sink
 from bond.agents.state import partition_for, state
@@ -22,9 +31,7 @@ from bond.windowing import PaneRecord, Stage2, WatermarkPolicy, WireError
 
 log = logging.getLogger(__name__)
 
-panes_in = app.topic(
-  PANES.name, key_type=bytes, value_serializer="raw", partitions=PANES.partitions
-)
+POSITION_VERSION = 1
 table = app.Table(
   "stage2",
   default=None,
@@ -53,23 +60,20 @@ class WindowDriver:
                        partition_of=lambda key: partition_for(key, PANES.partitions))  # fmt: skip
     self.owned: frozenset[int] | None = None
     self._version = -1
-    self._settled = asyncio.Event()
     self.writable = asyncio.Event()  # set once the producer knows the changelog's partitions
+    # How old the newest pane record of each batch is when stage 2 gets it (ms; /bond/stats).
+    self.read_delay_ms = Recent(512)
 
   def sync(self) -> bool:
     """Bring the core up to date with ownership and the registry; return whether settled."""
     if not settled() or not self.writable.is_set():
       self.policy.unsettled()
-      self._settled.clear()
       return False
     self.policy.settled(now_ms())
-    self._settled.set()
     if state.version != self._version:
       self._version = state.version
       self.core.set_streams(state.stream_defs())
-    owned = frozenset(
-      tp.partition for tp in app.assignor.assigned_actives() if tp.topic == PANES.name
-    )
+    owned = owned_partitions()
     if owned != self.owned:
       gained = owned - (self.owned or frozenset())
       self.owned = owned
@@ -86,34 +90,134 @@ class WindowDriver:
     part = d.partition if d is not None else partition_for(stream_id, PANES.partitions)
     return part in self.owned
 
-  async def on_batch(self, messages: list[Any]) -> None:
-    """Apply a batch of bond.panes messages (once ownership is known: none is dropped)."""
-    while not self.sync():
-      await self._settled.wait()  # set by the timer's sync once the worker settles
+  def on_batch(self, messages: list[Any]) -> None:
+    """Apply a batch of bond.panes records (aiokafka ConsumerRecords), then store how far
+    each partition was read, after the state it produced (same changelog partition)."""
+    if messages:
+      self.read_delay_ms.add(float(now_ms() - messages[-1].timestamp))
     records = []
+    last: dict[int, int] = {}
     for msg in messages:
+      last[msg.partition] = msg.offset
       try:
         records.append((msg.partition, msg.offset, PaneRecord.from_wire(json.loads(msg.value))))
       except (ValueError, WireError) as err:
         log.warning("panes: skipping record at offset %d: %s", msg.offset, err)
     self.core.on_records(records)
+    for part, offset in last.items():
+      table[position_key(part)] = {"v": POSITION_VERSION, "pos": offset}
 
 
-# The worker's stage-2 driver (its state is the `stage2` table; nothing to close on shutdown).
+def owned_partitions() -> frozenset[int]:
+  """Return the bond.panes partitions this worker owns: its active stage-2 changelog ones."""
+  changelog = table.changelog_topic.get_topic_name()
+  return frozenset(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog)
+
+
+def position_key(partition: int) -> bytes:
+  """Return the stage-2 table key holding how far bond.panes `partition` was read; it hashes
+  to that partition, and the core ignores it (not one of its kinds)."""
+  for n in range(10_000):
+    key = f"\x00pos:panes:{partition}:{n}".encode()
+    if partition_for(key, PANES.partitions) == partition:
+      return key
+  raise AssertionError("no position key found")  # cannot happen: murmur2 spreads keys evenly
+
+
+class PaneReader:
+  """Reads bond.panes for stage 2 in large batches, following the partitions the worker owns."""
+
+  def __init__(self, driver: WindowDriver) -> None:
+    self.driver = driver
+    self.consumer: AIOKafkaConsumer | None = None
+    self.assigned: set[TopicPartition] = set()
+    self._task: asyncio.Task[None] | None = None
+    self.read_to: dict[int, int] = {}  # the next offset to read, per partition
+
+  def start(self) -> None:
+    """Start reading (a task of the worker, started once the registry is loaded)."""
+    if self._task is None:
+      self._task = asyncio.create_task(self.run(), name="stage 2")
+
+  async def stop(self) -> None:
+    """Stop reading and close the consumer (idempotent)."""
+    task, self._task = self._task, None
+    if task is not None:
+      task.cancel()
+      await asyncio.gather(task, return_exceptions=True)
+
+  def lag(self) -> int | None:
+    """Return how many records of the owned partitions are not read yet (None: not known)."""
+    if self.consumer is None or not self.assigned:
+      return None
+    total = 0
+    for tp in self.assigned:
+      high = self.consumer.highwater(tp)
+      if high is None or tp.partition not in self.read_to:
+        return None
+      total += max(0, high - self.read_to[tp.partition])
+    return total
+
+  async def _reassign(self, wanted: set[TopicPartition]) -> None:
+    assert self.consumer is not None
+    self.consumer.assign(sorted(wanted))
+    for tp in wanted:
+      record = table.get(position_key(tp.partition))
+      if isinstance(record, dict) and record.get("v") == POSITION_VERSION:
+        self.consumer.seek(tp, int(record["pos"]) + 1)
+      else:
+        await self.consumer.seek_to_beginning(tp)
+    self.read_to.clear()
+    log.info("stage 2 reads %s", sorted(f"{tp.topic}:{tp.partition}" for tp in wanted))
+    self.assigned = wanted
+
+  async def run(self) -> None:
+    """Read panes into the core until stopped."""
+    await state.ready.wait()
+    self.consumer = AIOKafkaConsumer(
+      bootstrap_servers=settings.kafka_bootstrap,
+      enable_auto_commit=False,
+      auto_offset_reset="earliest",
+      max_partition_fetch_bytes=4 * 1024 * 1024,
+      fetch_max_wait_ms=100,  # a fetch returns as soon as a pane arrives
+    )
+    await self.consumer.start()
+    try:
+      while True:
+        if not self.driver.sync():
+          if self.assigned:
+            self.consumer.assign([])
+            self.assigned = set()
+          await asyncio.sleep(0.05)
+          continue
+        wanted = {TopicPartition(PANES.name, p) for p in self.driver.owned or ()}
+        if wanted != self.assigned:
+          await self._reassign(wanted)
+        if not self.assigned:
+          await asyncio.sleep(0.1)
+          continue
+        batches = await self.consumer.getmany(timeout_ms=20, max_records=5000)
+        owned = self.driver.owned
+        if batches and self.driver.sync() and owned == {tp.partition for tp in self.assigned}:
+          # (Ownership moved meanwhile: the batch is dropped and read again from the stored
+          # positions after the reassignment.)
+          self.driver.on_batch([m for records in batches.values() for m in records])
+          for tp, records in batches.items():
+            self.read_to[tp.partition] = records[-1].offset + 1
+    finally:
+      await self.consumer.stop()
+      self.consumer = None
+
+
+# The worker's stage-2 driver (its state is the `stage2` table) and the reader of its panes
+# (started by ready.py once the registry is loaded, stopped on shutdown).
 driver = WindowDriver()
+reader = PaneReader(driver)
 
 
 def _owned(stream_id: str) -> bool:
   """Return whether this worker owns the stream (the sink asks, per stream)."""
   return driver.owns(stream_id)
-
-
-@app.agent(panes_in, name="bond.stage2")
-async def stage2(stream) -> None:  # type: ignore[no-untyped-def]
-  """Merge closed panes into their streams' pending windows and emit what is complete."""
-  await state.ready.wait()
-  async for batch in stream.take_events(2000, within=0.005):
-    await driver.on_batch([event.message for event in batch])
 
 
 @app.timer(0.02)

@@ -37,8 +37,7 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer
 
 from bench.stack import ensure_infra, free_port, write_result
 from bond.compiler import stream_id as make_stream_id
@@ -248,28 +247,17 @@ class Platform:
         await asyncio.sleep(0.5)
     raise RuntimeError(f"the worker did not load {streams} streams and start their feeds in time")
 
+  async def worker_stats(self) -> dict[str, Any]:
+    """Return the worker's /bond/stats ({} when it does not answer)."""
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+      async with httpx.AsyncClient(timeout=5) as http:
+        return dict((await http.get(f"http://127.0.0.1:{self.worker_port}/bond/stats")).json())
+    return {}
+
   async def panes_lag(self) -> int | None:
-    """Return the worker group's consumer lag on bond.panes (end offsets minus committed)."""
-    topic = self.prefix + PANES.name
-    admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
-    try:
-      await admin.start()
-      await consumer.start()
-      committed = await admin.list_consumer_group_offsets(self.group)
-      tps = [TopicPartition(topic, p) for p in range(PANES.partitions)]
-      ends = await consumer.end_offsets(tps)
-      lag = 0
-      for tp in tps:
-        meta = committed.get(tp)
-        lag += ends[tp] - (meta.offset if meta is not None and meta.offset >= 0 else 0)
-      return lag
-    except Exception as err:  # a figure missing from one step must not end the run
-      print(f"  (panes lag unavailable: {err!r})")
-      return None
-    finally:
-      await consumer.stop()
-      await admin.close()
+    """Return the bond.panes records the worker's stage 2 has not read yet (its /bond/stats)."""
+    lag = (await self.worker_stats()).get("stage2_panes_lag")
+    return None if lag is None else int(lag)
 
   async def cleanup(self) -> None:
     for proc in reversed(list(self.procs.values())):
@@ -339,6 +327,7 @@ async def step(
   cpu1, wall1 = cpu_seconds(platform.worker_pid), time.monotonic()
   t1_ms = int(time.time() * 1000)
   lag_after = await platform.panes_lag()
+  worker = await platform.worker_stats()
   # Windows ending in [t0, t1) had until t1 + 1.5 s to arrive; a later one counts as missing.
   await asyncio.sleep(1.5)
   ends = list(range((t0_ms // 1000 + 1) * 1000, t1_ms, 1000))
@@ -367,6 +356,10 @@ async def step(
     "worker_cpu_pct": round(cpu_pct, 1),
     "cpu_pct_per_stream": round(cpu_pct / streams, 3),
     "add_streams_sec": round(added_sec, 1),
+    # How old the newest record of a batch is when each stage reads it (the worker's last
+    # 512 batches): a stage that falls behind its input shows here first.
+    "stage1_read_delay_p99_ms": worker.get("stage1", {}).get("read_delay_p99_ms"),
+    "stage2_read_delay_p99_ms": worker.get("stage2", {}).get("read_delay_p99_ms"),
   }
   row["sustained"] = (
     bool(ends)
@@ -396,7 +389,7 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
         asyncio.create_task(read_topic(bootstrap, topic, seen)),
       ]
       print(f"platform up in {time.monotonic() - started:.0f}s; 1 s stream {sid}")
-      header = f"{'streams':>8} {'p50':>7} {'p99':>7} {'topic p99':>9} {'miss':>4} {'no trade':>8} {'incompl':>7} {'panes lag':>14} {'cpu %':>6} {'%/stream':>8}"  # fmt: skip
+      header = f"{'streams':>8} {'p50':>7} {'p99':>7} {'topic p99':>9} {'miss':>4} {'no trade':>8} {'incompl':>7} {'panes lag':>14} {'cpu %':>6} {'%/stream':>8} {'s1/s2 read p99':>14}"  # fmt: skip
       print(header)
       for n in steps:
         row = await step(platform, seen, n - 1, warmup_sec, measure_sec)
@@ -404,7 +397,9 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
         print(f"{row['live_streams']:>8} {row['p50_ms']!s:>7} {row['p99_ms']!s:>7} {row['topic_p99_ms']!s:>9} "
               f"{row['missing']:>4} {row['no_trade']:>8} {row['incomplete']:>7} "
               f"{row['panes_lag_start']!s:>6}->{row['panes_lag_end']!s:<7} {row['worker_cpu_pct']:>6} "
-              f"{row['cpu_pct_per_stream']:>8}{'' if row['sustained'] else '  NOT sustained'}", flush=True)  # fmt: skip
+              f"{row['cpu_pct_per_stream']:>8} "
+              f"{row['stage1_read_delay_p99_ms']!s:>6}/{row['stage2_read_delay_p99_ms']!s:<7}"
+              f"{'' if row['sustained'] else '  NOT sustained'}", flush=True)  # fmt: skip
         if not row["sustained"] and not keep_going:
           break
     finally:
