@@ -12,11 +12,13 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from bond.agents.app import app, settings
 from bond.agents.outbox import Recent
 from bond.agents.state import partition_for, state
+from bond.connectors.backoff import Backoff
 from bond.topics import PANES, RAW_TOPICS
 from bond.windowing import KeyState, PaneOut, PaneRecord, Stage1, WireError
 
@@ -26,10 +28,8 @@ PANE_MS = settings.bond_pane_ms
 PARTIAL_CHECK_MS = 100
 STATE_FLUSH_MS = 200
 POSITION_VERSION = 1
+SEND_RETRY = Backoff(base_sec=0.1, max_sec=2.0, jitter=0.2)
 
-panes_topic = app.topic(
-  PANES.name, key_type=str, value_serializer="raw", partitions=PANES.partitions
-)
 TABLES = {
   source: app.Table(
     f"stage1-{source}",
@@ -76,6 +76,7 @@ class RawReader:
   def __init__(self) -> None:
     self.core = Stage1(PANE_MS, now_ms)
     self.consumer: AIOKafkaConsumer | None = None
+    self.producer: AIOKafkaProducer | None = None
     self.assigned: set[TopicPartition] = set()
     self.sources = {spec.name: source for source, spec in RAW_TOPICS.items()}
     self.partials_checked = 0
@@ -161,7 +162,11 @@ class RawReader:
       # times a second for nothing.
       fetch_max_wait_ms=100,
     )
+    self.producer = AIOKafkaProducer(
+      bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2, enable_idempotence=True
+    )
     await self.consumer.start()
+    await self.producer.start()
     try:
       while True:
         if not settled():
@@ -186,6 +191,8 @@ class RawReader:
     finally:
       await self.consumer.stop()
       self.consumer = None
+      await self.producer.stop()
+      self.producer = None
 
   def _records(self, outs: list[PaneOut]) -> list[tuple[int, bytes]]:
     """Return the bond.panes records of these panes: one per partition, naming its streams."""
@@ -199,13 +206,26 @@ class RawReader:
     return out
 
   async def _send(self, sends: list[tuple[int, bytes]]) -> int:
-    futures = [
-      await panes_topic.send(key=b"p%d" % part, value=value, partition=part)
-      for part, value in sends
-    ]
-    if futures:
-      await asyncio.gather(*futures)
-    return len(futures)
+    """Send pane records and wait until Kafka has them all (the state that says they were
+    sent is written after). Its own producer: Faust's send path cost more than the panes."""
+    if not sends:
+      return 0
+    assert self.producer is not None
+    attempt = 0
+    while True:
+      try:
+        futures = [
+          await self.producer.send(PANES.name, value, key=b"p%d" % part, partition=part)
+          for part, value in sends
+        ]
+        await asyncio.gather(*futures)
+        return len(futures)
+      except KafkaError as err:
+        # Sent again whole: stage 2 skips a closed pane it already has (ARCHITECTURE.md).
+        attempt += 1
+        delay = SEND_RETRY.delay(attempt)
+        log.warning("stage 1: sending %d panes failed (%r); again in %.1fs", len(sends), err, delay)
+        await asyncio.sleep(delay)
 
   async def _process(self, source: str, partition: int, records: list[Any]) -> None:
     stats = self.core.stats

@@ -32,6 +32,7 @@ from bond.windowing import PaneRecord, Stage2, WatermarkPolicy, WireError
 log = logging.getLogger(__name__)
 
 POSITION_VERSION = 1
+STATE_FLUSH_MS = 200  # stage-2 state goes to its changelog at most this often
 table = app.Table(
   "stage2",
   default=None,
@@ -57,7 +58,10 @@ class WindowDriver:
   def __init__(self) -> None:
     self.policy = WatermarkPolicy.from_settings(settings)
     self.core = Stage2(pane_ms=PANE_MS, policy=self.policy, out=sink, store=table, clock=now_ms,
-                       partition_of=lambda key: partition_for(key, PANES.partitions))  # fmt: skip
+                       partition_of=lambda key: partition_for(key, PANES.partitions),
+                       flush_every_ms=STATE_FLUSH_MS, on_flushed=self._store_positions)  # fmt: skip
+    # How far each partition was read since the last flush: stored after the state.
+    self._positions: dict[int, int] = {}
     self.owned: frozenset[int] | None = None
     self._version = -1
     self.writable = asyncio.Event()  # set once the producer knows the changelog's partitions
@@ -79,6 +83,7 @@ class WindowDriver:
       self.owned = owned
       # The sink reads what the previous owner sent before sending any of their windows.
       sink.moved([sid for sid, d in state.stream_defs().items() if d.partition in gained])
+      self._positions.clear()  # the core drops what it did not store: both go back to the table
       self.core.assign(owned, list(table.items()))
     return True
 
@@ -91,8 +96,8 @@ class WindowDriver:
     return part in self.owned
 
   def on_batch(self, messages: list[Any]) -> None:
-    """Apply a batch of bond.panes records (aiokafka ConsumerRecords), then store how far
-    each partition was read, after the state it produced (same changelog partition)."""
+    """Apply a batch of bond.panes records (aiokafka ConsumerRecords). How far each partition
+    was read is stored with the next flush, after the state (same changelog partition)."""
     if messages:
       self.read_delay_ms.add(float(now_ms() - messages[-1].timestamp))
     records = []
@@ -103,9 +108,13 @@ class WindowDriver:
         records.append((msg.partition, msg.offset, PaneRecord.from_wire(json.loads(msg.value))))
       except (ValueError, WireError) as err:
         log.warning("panes: skipping record at offset %d: %s", msg.offset, err)
+    self._positions.update(last)
     self.core.on_records(records)
-    for part, offset in last.items():
+
+  def _store_positions(self) -> None:
+    for part, offset in self._positions.items():
       table[position_key(part)] = {"v": POSITION_VERSION, "pos": offset}
+    self._positions.clear()
 
 
 def owned_partitions() -> frozenset[int]:

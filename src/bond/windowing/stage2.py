@@ -55,6 +55,8 @@ class Stage2:
     registry: Registry = REGISTRY,
     max_catch_up: int = 720,
     used_keep_ms: int = 600_000,
+    flush_every_ms: int = 0,
+    on_flushed: Callable[[], None] | None = None,
   ) -> None:
     self.pane_ms = pane_ms
     self.policy = policy
@@ -65,6 +67,12 @@ class Stage2:
     self.registry = registry
     self.max_catch_up = max_catch_up  # windows sent per stream per pass when catching up
     self.used_keep_ms = used_keep_ms  # how long a stream remembers the partials it sent
+    # State goes to the store at most this often (0: after every batch and tick): each write
+    # is a changelog record, and a feed track changes with every pane. A crash loses at most
+    # this much state; what it covered is read again and composed again (ARCHITECTURE.md).
+    self.flush_every_ms = flush_every_ms
+    self.on_flushed = on_flushed  # called after each flush (the adapter stores read positions)
+    self._flushed_ms = 0
     self.owned: frozenset[int] = frozenset()
     self.defs: dict[str, StreamDef] = {}  # the streams of the owned partitions
     self._all_defs: Mapping[str, StreamDef] = {}
@@ -249,7 +257,7 @@ class Stage2:
     touched = {sid for tid in progressed for sid in self._users.get(tid, ())}
     for sid in touched:
       self._try_emit(sid, now_ms)
-    self.flush()
+    self.maybe_flush(now_ms)
 
   def _apply_partial(self, track: FeedTrack, rec: PaneRecord) -> None:
     # What an open pane of a quiet feed holds so far: kept aside, replaced by each newer
@@ -312,8 +320,7 @@ class Stage2:
       if sid in self.defs:
         woke += 1
         self._try_emit(sid, now_ms)
-    if woke:
-      self.flush()
+    self.maybe_flush(now_ms)
     return woke
 
   def _schedule(self, sid: str, at_ms: int, force: bool = False) -> None:
@@ -410,6 +417,13 @@ class Stage2:
 
   # ------------------------------------------------------------------ state out
 
+  def maybe_flush(self, now_ms: int) -> bool:
+    """Flush if `flush_every_ms` has passed since the last flush; return whether it did."""
+    if now_ms - self._flushed_ms < self.flush_every_ms:
+      return False
+    self.flush()
+    return True
+
   def flush(self) -> None:
     """Write changed state to the store: new panes, tracks, streams, then deletions.
 
@@ -442,6 +456,9 @@ class Stage2:
         pass
       self._forget_key(key)
     self._deleted.clear()
+    self._flushed_ms = self.clock()
+    if self.on_flushed is not None:
+      self.on_flushed()
 
   def _forget_key(self, key: bytes) -> None:
     try:
