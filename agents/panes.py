@@ -184,8 +184,8 @@ class RawReader:
           await asyncio.sleep(0.1)
           continue
         batches = await self.consumer.getmany(timeout_ms=20, max_records=20_000)
-        for tp, records in batches.items():
-          await self._process(self.sources[tp.topic], tp.partition, records)
+        if batches:
+          await self._process(batches)
         self._flush_state()
         await self._send_partials()
     finally:
@@ -227,11 +227,34 @@ class RawReader:
         log.warning("stage 1: sending %d panes failed (%r); again in %.1fs", len(sends), err, delay)
         await asyncio.sleep(delay)
 
-  async def _process(self, source: str, partition: int, records: list[Any]) -> None:
+  async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
+    """Apply a fetch of every raw partition, send the panes it closed in one go, and only
+    then keep the states and positions that say they were sent."""
     stats = self.core.stats
     stats["first_batch_ms"] = stats.get("first_batch_ms") or now_ms()
-    self.read_delay_ms.add(float(now_ms() - records[-1].timestamp))
     started = time.perf_counter()
+    applied: list[tuple[str, int, int, dict[str, KeyState]]] = []
+    outs: list[PaneOut] = []
+    for tp, records in batches.items():
+      source = self.sources[tp.topic]
+      self.read_delay_ms.add(float(now_ms() - records[-1].timestamp))
+      dirty = self._apply(source, records)
+      for st in dirty.values():
+        outs += self.core.close(st)
+      applied.append((source, tp.partition, records[-1].offset, dirty))
+    sends = self._records(outs)
+    busy = time.perf_counter() - started  # sending yields to other tasks: not counted
+    # The panes must be in Kafka before the state that says they were sent.
+    self.stats["panes_out"] += await self._send(sends)
+    for source, partition, offset, dirty in applied:
+      for key, st in dirty.items():
+        self._pending[(source, key)] = st
+      self._positions[(source, partition)] = offset
+    stats["last_batch_ms"] = now_ms()
+    stats["busy_us"] = stats.get("busy_us", 0) + int(busy * 1e6)
+
+  def _apply(self, source: str, records: list[Any]) -> dict[str, KeyState]:
+    """Apply one partition's records to their keys' states; return the states touched."""
     dirty: dict[str, KeyState] = {}
     for msg in records:
       key = msg.key.decode() if msg.key is not None else ""
@@ -242,18 +265,7 @@ class RawReader:
         self.core.apply(st, source, key, msg.offset, json.loads(msg.value))
       except (ValueError, KeyError, TypeError) as err:
         log.warning("%s: skipping malformed record at offset %d: %s", msg.topic, msg.offset, err)
-    outs: list[PaneOut] = []
-    for st in dirty.values():
-      outs += self.core.close(st)
-    sends = self._records(outs)
-    busy = time.perf_counter() - started  # sending yields to other tasks: not counted
-    # The panes must be in Kafka before the state that says they were sent.
-    self.stats["panes_out"] += await self._send(sends)
-    for key, st in dirty.items():
-      self._pending[(source, key)] = st
-    self._positions[(source, partition)] = records[-1].offset
-    stats["last_batch_ms"] = now_ms()
-    stats["busy_us"] = stats.get("busy_us", 0) + int(busy * 1e6)
+    return dirty
 
   def _discard_state(self) -> None:
     """Forget what was not written yet: partitions may be moving, so nothing is written now.
