@@ -12,12 +12,13 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bond.agents.app import app, settings
 from bond.agents.outbox import Recent
-from bond.agents.state import partition_for, state
+from bond.agents.reading import TableReader, position, position_key
+from bond.agents.state import state
 from bond.connectors.backoff import Backoff
 from bond.topics import PANES, RAW_TOPICS
 from bond.windowing import KeyState, PaneOut, PaneRecord, Stage1, WireError
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 PANE_MS = settings.bond_pane_ms
 PARTIAL_CHECK_MS = 100
 STATE_FLUSH_MS = 200
-POSITION_VERSION = 1
 SEND_RETRY = Backoff(base_sec=0.1, max_sec=2.0, jitter=0.2)
 
 TABLES = {
@@ -47,22 +47,13 @@ def now_ms() -> int:
   return int(time.time() * 1000)
 
 
-def position_key(source: str, partition: int) -> bytes:
-  """Return a table key that lands in `partition`, holding that raw partition's read position."""
-  for n in range(10_000):
-    key = f"\x00pos:{source}:{partition}:{n}"
-    if partition_for(key, RAW_TOPICS[source].partitions) == partition:
-      return key.encode()
-  raise AssertionError("no position key found")  # cannot happen: murmur2 spreads keys evenly
-
-
 def settled() -> bool:
   """Return whether the registry is loaded and no rebalance or table recovery is under way."""
   recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
   return state.ready.is_set() and recovered and not app.rebalancing and not app.in_recovery
 
 
-class RawReader:
+class RawReader(TableReader):
   """Reads the raw topics for stage 1, following the Faust assignment of the stage-1 tables.
 
   Faust's per-message machinery costs more than the aggregation itself, so the raw topics
@@ -73,20 +64,20 @@ class RawReader:
   so a recovered position never runs ahead of the state.
   """
 
+  task_name = "stage 1"
+
   def __init__(self) -> None:
+    super().__init__()
     self.core = Stage1(PANE_MS, now_ms)
-    self.consumer: AIOKafkaConsumer | None = None
     self.producer: AIOKafkaProducer | None = None
-    self.assigned: set[TopicPartition] = set()
     self.sources = {spec.name: source for source, spec in RAW_TOPICS.items()}
     self.partials_checked = 0
     self.stats: dict[str, int] = {"panes_out": 0, "partials_out": 0}
     self.pos_keys = {
-      (source, p): position_key(source, p)
+      (source, p): position_key(source, p, spec.partitions)
       for source, spec in RAW_TOPICS.items()
       for p in range(spec.partitions)
     }
-    self._task: asyncio.Task[None] | None = None
     # Key states and read positions changed since the last write to the table.
     self._pending: dict[tuple[str, str], KeyState] = {}
     self._positions: dict[tuple[str, int], int] = {}
@@ -128,40 +119,15 @@ class RawReader:
     self.consumer.assign(sorted(wanted))
     for tp in wanted:
       source = self.sources[tp.topic]
-      record = TABLES[source].get(self.pos_keys[(source, tp.partition)])
-      if isinstance(record, dict) and record.get("v") == POSITION_VERSION:
-        self.consumer.seek(tp, int(record["pos"]) + 1)
-      else:
-        await self.consumer.seek_to_beginning(tp)
+      await self.seek_stored(tp, TABLES[source].get(self.pos_keys[(source, tp.partition)]))
     log.info("stage 1 reads %s", sorted(f"{tp.topic}:{tp.partition}" for tp in wanted))
     self.assigned = wanted
     self.core.forget_quiet()
 
-  def start(self) -> None:
-    """Start reading (a task of the worker)."""
-    if self._task is None:
-      self._task = asyncio.create_task(self.run(), name="stage 1")
-
-  async def stop(self) -> None:
-    """Stop reading and close the consumer (idempotent)."""
-    task, self._task = self._task, None
-    if task is not None:
-      task.cancel()
-      await asyncio.gather(task, return_exceptions=True)
-
   async def run(self) -> None:
     """Read, aggregate and close panes until stopped."""
     await state.ready.wait()
-    self.consumer = AIOKafkaConsumer(
-      bootstrap_servers=settings.kafka_bootstrap,
-      enable_auto_commit=False,
-      auto_offset_reset="earliest",
-      max_partition_fetch_bytes=4 * 1024 * 1024,
-      # A fetch returns as soon as a record arrives; this bounds only an idle fetch (and how
-      # long a new assignment waits for the fetch in flight). 5 ms polled the broker 200
-      # times a second for nothing.
-      fetch_max_wait_ms=100,
-    )
+    self.consumer = self.new_consumer()
     self.producer = AIOKafkaProducer(
       bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2, enable_idempotence=True
     )
@@ -290,7 +256,7 @@ class RawReader:
     for (source, key), st in self._pending.items():
       TABLES[source][key.encode()] = st.to_wire()
     for (source, partition), offset in self._positions.items():
-      TABLES[source][self.pos_keys[(source, partition)]] = {"v": POSITION_VERSION, "pos": offset}
+      TABLES[source][self.pos_keys[(source, partition)]] = position(offset)
     self._pending.clear()
     self._positions.clear()
 

@@ -19,11 +19,12 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from bond.agents.app import app, settings
 from bond.agents.outbox import Recent
 from bond.agents.panes import PANE_MS, settled
+from bond.agents.reading import TableReader, position, position_key
 from bond.agents.sink import sink
 from bond.agents.state import partition_for, state
 from bond.topics import PANES
@@ -31,7 +32,6 @@ from bond.windowing import PaneRecord, Stage2, WatermarkPolicy, WireError
 
 log = logging.getLogger(__name__)
 
-POSITION_VERSION = 1
 STATE_FLUSH_MS = 200  # stage-2 state goes to its changelog at most this often
 table = app.Table(
   "stage2",
@@ -113,7 +113,7 @@ class WindowDriver:
 
   def _store_positions(self) -> None:
     for part, offset in self._positions.items():
-      table[position_key(part)] = {"v": POSITION_VERSION, "pos": offset}
+      table[position_key("panes", part, PANES.partitions)] = position(offset)
     self._positions.clear()
 
 
@@ -123,37 +123,15 @@ def owned_partitions() -> frozenset[int]:
   return frozenset(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog)
 
 
-def position_key(partition: int) -> bytes:
-  """Return the stage-2 table key holding how far bond.panes `partition` was read; it hashes
-  to that partition, and the core ignores it (not one of its kinds)."""
-  for n in range(10_000):
-    key = f"\x00pos:panes:{partition}:{n}".encode()
-    if partition_for(key, PANES.partitions) == partition:
-      return key
-  raise AssertionError("no position key found")  # cannot happen: murmur2 spreads keys evenly
-
-
-class PaneReader:
+class PaneReader(TableReader):
   """Reads bond.panes for stage 2 in large batches, following the partitions the worker owns."""
 
+  task_name = "stage 2"
+
   def __init__(self, driver: WindowDriver) -> None:
+    super().__init__()
     self.driver = driver
-    self.consumer: AIOKafkaConsumer | None = None
-    self.assigned: set[TopicPartition] = set()
-    self._task: asyncio.Task[None] | None = None
     self.read_to: dict[int, int] = {}  # the next offset to read, per partition
-
-  def start(self) -> None:
-    """Start reading (a task of the worker, started once the registry is loaded)."""
-    if self._task is None:
-      self._task = asyncio.create_task(self.run(), name="stage 2")
-
-  async def stop(self) -> None:
-    """Stop reading and close the consumer (idempotent)."""
-    task, self._task = self._task, None
-    if task is not None:
-      task.cancel()
-      await asyncio.gather(task, return_exceptions=True)
 
   def lag(self) -> int | None:
     """Return how many records of the owned partitions are not read yet (None: not known)."""
@@ -171,11 +149,7 @@ class PaneReader:
     assert self.consumer is not None
     self.consumer.assign(sorted(wanted))
     for tp in wanted:
-      record = table.get(position_key(tp.partition))
-      if isinstance(record, dict) and record.get("v") == POSITION_VERSION:
-        self.consumer.seek(tp, int(record["pos"]) + 1)
-      else:
-        await self.consumer.seek_to_beginning(tp)
+      await self.seek_stored(tp, table.get(position_key("panes", tp.partition, PANES.partitions)))
     self.read_to.clear()
     log.info("stage 2 reads %s", sorted(f"{tp.topic}:{tp.partition}" for tp in wanted))
     self.assigned = wanted
@@ -183,13 +157,7 @@ class PaneReader:
   async def run(self) -> None:
     """Read panes into the core until stopped."""
     await state.ready.wait()
-    self.consumer = AIOKafkaConsumer(
-      bootstrap_servers=settings.kafka_bootstrap,
-      enable_auto_commit=False,
-      auto_offset_reset="earliest",
-      max_partition_fetch_bytes=4 * 1024 * 1024,
-      fetch_max_wait_ms=100,  # a fetch returns as soon as a pane arrives
-    )
+    self.consumer = self.new_consumer()
     await self.consumer.start()
     try:
       while True:

@@ -68,9 +68,13 @@ def from_kafka(
   """Return whether windows from min_seq must be read from Kafka: the ring (which keeps
   BOND_RING_SECONDS, plus RING_GRACE_MS for a `from` parsed a moment ago) does not reach
   back that far, or is empty."""
-  now = int(time.time() * 1000) if now_ms is None else now_ms
-  if ring_first is not None and min_seq >= ring_first:
+  if ring_first is None:
+    # Empty: a new stream whose first windows are in Kafka but not yet in Redis (the sink
+    # writes Redis after Kafka, the fan-out reads Kafka), or a Redis that lost its data.
+    return True
+  if min_seq >= ring_first:
     return False
+  now = int(time.time() * 1000) if now_ms is None else now_ms
   return min_seq < now - ring_sec * 1000 - RING_GRACE_MS
 
 

@@ -72,6 +72,8 @@ def test_the_newest_window_that_exists_is_aligned_and_after_creation():
   assert last_window_end(NOW + 4_500, NOW + 10_000, 5_000, NOW - 60_000) == NOW
   assert last_window_end(NOW + 99_000, NOW + 7_000, 5_000, NOW - 60_000) == NOW + 5_000
   assert last_window_end(NOW + 4_000, NOW + 4_000, 5_000, NOW) is None  # created at that end
+  # Created with an hour of backfill: its windows from before creation exist at once.
+  assert last_window_end(NOW + 4_000, NOW + 4_000, 5_000, NOW, 3_600_000) == NOW
 
 
 def test_uris_and_bearer_keys():

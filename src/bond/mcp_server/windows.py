@@ -63,15 +63,18 @@ async def _next(
   return None
 
 
-def last_window_end(to_ms: int, now_ms: int, interval_ms: int, created_ms: int) -> int | None:
+def last_window_end(
+  to_ms: int, now_ms: int, interval_ms: int, created_ms: int, backfill_ms: int = 0
+) -> int | None:
   """Return the seq of the newest window that exists by now within `to_ms`, or None if none can.
 
   Windows are aligned to the epoch and every one is emitted (empty ones too), so the last
   one ending at or before min(to, now) is known; one ending at or before the stream's
-  creation was never computed.
+  creation was never computed, unless the stream was created with a backfill of its past
+  (`backfill_ms`).
   """
   last = min(to_ms, now_ms) // interval_ms * interval_ms
-  return last if last > created_ms else None
+  return last if last > created_ms - backfill_ms else None
 
 
 async def ring_windows(
@@ -107,7 +110,10 @@ async def read_windows(
   """Return the latest `limit` windows with from_ms < seq <= to_ms, oldest first."""
   info = await client.get_stream(stream_id)  # a clear "no stream" before any WebSocket
   interval_ms = int(info["spec"]["interval_sec"]) * 1000
-  last_ms = last_window_end(to_ms, int(time.time() * 1000), interval_ms, int(info["created_at_ms"]))
+  backfill_ms = int((info.get("backfill") or {}).get("requested_sec") or 0) * 1000
+  last_ms = last_window_end(
+    to_ms, int(time.time() * 1000), interval_ms, int(info["created_at_ms"]), backfill_ms
+  )
   if last_ms is None or last_ms <= from_ms or limit <= 0:
     return []
   history = getattr(client, "history", None)
