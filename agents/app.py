@@ -37,6 +37,6 @@ app = faust.App(
 
 
 # Importing the modules registers their agents, tables, timers and pages on `app`.
-from bond.agents import backfill, feeds, panes, ready, windows  # noqa: E402,F401
+from bond.agents import backfill, feeds, panes, ready, sink_tasks, windows  # noqa: E402,F401
 
 main = app.main

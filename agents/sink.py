@@ -24,11 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import NoScriptError, RedisError
 
-from bond.agents.app import app, settings
+from bond.agents.app import settings
 from bond.agents.outbox import Outbox, Recent, Window, is_poison
 from bond.agents.sink_io import (
   DROPPED,
@@ -38,9 +38,9 @@ from bond.agents.sink_io import (
   MSGS_IN,
   SCRIPTS,
   WINDOWS,
-  last_records,
+  TopicTails,
 )
-from bond.agents.state import partition_for, state
+from bond.agents.state import partition_for
 from bond.connectors.backoff import Backoff
 from bond.topics import PANES, stream_topic
 from bond.topics.admin import TopicAdmin
@@ -80,10 +80,7 @@ class Sink:
     self._admin: TopicAdmin | None = None
     self._prepared: set[str] = set()
     self._admin_lock = asyncio.Lock()
-    self._tail: AIOKafkaConsumer | None = None  # reads the last window of a stream's topic
-    self._tail_lock = asyncio.Lock()
-    self._moves = 0  # ownership changes so far; the last one each stream was part of:
-    self._moved: dict[str, int] = {}
+    self.tails = TopicTails(settings.kafka_bootstrap)  # what stream topics already hold
     self._tasks: set[asyncio.Task[None]] = set()
     self._preparing: asyncio.Task[None] | None = None
     self._prepare_attempt = 0
@@ -149,10 +146,10 @@ class Sink:
     self._fresh.discard(sid)
     self.outbox.forget(sid)
     stores: tuple[dict[str, Any], ...] = (self.counts, self.latency_ms, self.lag_ms, self._topics,
-                                          self._partition, self._maxlen_trimmed, self._prom,
-                                          self._moved)  # fmt: skip
+                                          self._partition, self._maxlen_trimmed, self._prom)  # fmt: skip
     for store in stores:
       store.pop(sid, None)
+    self.tails.forget(sid)
     for metric in (WINDOWS, MSGS_IN, LATE, DROPPED, EMIT_LAG, LATENCY):
       with contextlib.suppress(KeyError):
         metric.remove(sid)
@@ -184,9 +181,7 @@ class Sink:
     admin, self._admin = self._admin, None
     if admin is not None:
       await admin.stop()
-    tail, self._tail = self._tail, None
-    if tail is not None:
-      await tail.stop()
+    await self.tails.stop()
     client, self._redis = self._redis, None
     if client is not None:
       await client.aclose()
@@ -229,15 +224,13 @@ class Sink:
       await admin.ensure([stream_topic(sid) for sid in sids])
     topics = [stream_topic(sid).name for sid in sids]
     await asyncio.gather(*(producer.partitions_for(topic) for topic in topics))
-    moves = self._moves
-    async with self._tail_lock:
-      tails = await last_records(await self._tail_started(), topics)
+    tails = await self.tails.read(dict(zip(sids, topics, strict=True)))
     for sid, topic in zip(sids, topics, strict=True):
-      if self._moved.get(sid, 0) > moves:
+      if sid not in tails:
         continue  # taken over while its tail was read: read again
       self._topics[sid] = topic
       self._prepared.add(sid)
-      self._note_tail(sid, tails[topic])
+      self._note_tail(sid, tails[sid])
     self.wake.set()
 
   def _note_tail(self, sid: str, body: bytes | None) -> None:
@@ -260,20 +253,11 @@ class Sink:
 
   def moved(self, sids: list[str]) -> None:
     """These streams were just taken over: read their topic's tail again before sending."""
-    self._moves += 1
+    self.tails.moved(sids)
     for sid in sids:
-      self._moved[sid] = self._moves
       self._topics.pop(sid, None)
       self._prepared.discard(sid)
       self.outbox.sent_seq.pop(sid, None)
-
-  async def _tail_started(self) -> AIOKafkaConsumer:
-    if self._tail is None:
-      consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                  enable_auto_commit=False)  # fmt: skip
-      await consumer.start()
-      self._tail = consumer
-    return self._tail
 
   async def _admin_started(self) -> TopicAdmin:
     if self._admin is None:
@@ -501,40 +485,3 @@ class Sink:
 
 
 sink = Sink()
-
-
-@app.task
-async def sink_loop() -> None:
-  """Send emitted windows to Kafka forever."""
-  await sink.kafka_loop()
-
-
-@app.task
-async def redis_loop() -> None:
-  """Write windows to the Redis rings forever."""
-  await sink.redis_loop()
-
-
-PREPARE_PER_TICK = 500
-
-
-@app.timer(0.25)
-async def prepare_topics() -> None:
-  """Get new streams' topics ready (created, metadata known) before their first window."""
-  todo = [sid for sid in list(state.streams) if sid not in sink._prepared]
-  if not todo:
-    return
-  owned = sink.owned()
-  todo = [sid for sid in todo if owned(sid)][:PREPARE_PER_TICK]
-  if not todo:
-    return
-  try:
-    await sink.prepare(todo)
-  except (KafkaError, OSError, TimeoutError) as err:  # the sink prepares it anyway; next tick
-    log.warning("preparing %d stream topics failed: %r", len(todo), err)
-
-
-@app.timer(1.0)
-async def metrics_loop() -> None:
-  """Publish per-stream metrics once a second."""
-  await sink.flush_metrics()

@@ -97,3 +97,40 @@ async def last_records(
   finally:
     consumer.unsubscribe()  # drops the manual assignment
   return out
+
+
+class TopicTails:
+  """Reads the last window of stream topics (one consumer, one read at a time), and leaves
+  out of a read's answer the streams taken over while it was under way (read them again)."""
+
+  def __init__(self, bootstrap: str) -> None:
+    self._bootstrap = bootstrap
+    self._consumer: AIOKafkaConsumer | None = None
+    self._lock = asyncio.Lock()
+    self._moves = 0  # ownership changes so far; the last one each stream was part of:
+    self._moved: dict[str, int] = {}
+
+  def moved(self, sids: list[str]) -> None:
+    """Note that these streams were just taken over."""
+    self._moves += 1
+    for sid in sids:
+      self._moved[sid] = self._moves
+
+  def forget(self, sid: str) -> None:
+    self._moved.pop(sid, None)
+
+  async def read(self, topics: dict[str, str]) -> dict[str, bytes | None]:
+    """Return the last record of each stream's topic (`{stream: topic}`), None when empty."""
+    moves = self._moves
+    async with self._lock:
+      if self._consumer is None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        self._consumer = consumer
+      last = await last_records(self._consumer, list(topics.values()))
+    return {sid: last[t] for sid, t in topics.items() if self._moved.get(sid, 0) <= moves}
+
+  async def stop(self) -> None:
+    consumer, self._consumer = self._consumer, None
+    if consumer is not None:
+      await consumer.stop()

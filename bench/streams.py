@@ -39,6 +39,7 @@ import httpx
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
+from bench.gateway.common import cpu_seconds
 from bench.stack import ensure_infra, free_port, write_result
 from bond.compiler import stream_id as make_stream_id
 from bond.registry import RegistryWriter, new_record
@@ -56,15 +57,6 @@ P99_MAX_MS = 100.0
 START_TIMEOUT_SEC = 180.0
 STREAMS_SEEN_TIMEOUT_SEC = 120.0
 TOPIC_BATCH = 100
-
-
-def cpu_seconds(pid: int) -> float:
-  """Return the user+system CPU seconds a process has used so far (0 when unknown)."""
-  try:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-  except (OSError, IndexError):
-    return 0.0
-  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def quantile(values: list[float], q: float) -> float | None:
