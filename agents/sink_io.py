@@ -73,13 +73,17 @@ async def last_records(
   """
   tps = [TopicPartition(topic, 0) for topic in topics]
   out: dict[str, bytes | None] = {topic: None for topic in topics}
-  ends = await consumer.end_offsets(tps)
-  starts = await consumer.beginning_offsets(tps)
-  wanted = {tp: ends[tp] - 1 for tp in tps if ends[tp] > starts[tp]}
-  if not wanted:
-    return out
-  consumer.assign(list(wanted))
+  # Assigned first, so one metadata request covers every topic: asked for offsets of topics
+  # it does not track, aiokafka adds them one per retry (100 ms each), and the tails of a
+  # few hundred new streams took longer than its 40 s timeout.
+  consumer.assign(tps)
   try:
+    ends = await consumer.end_offsets(tps)
+    starts = await consumer.beginning_offsets(tps)
+    wanted = {tp: ends[tp] - 1 for tp in tps if ends[tp] > starts[tp]}
+    if not wanted:
+      return out
+    consumer.assign(list(wanted))
     for tp, offset in wanted.items():
       consumer.seek(tp, offset)
     deadline = asyncio.get_running_loop().time() + timeout_sec

@@ -275,6 +275,12 @@ class Seen:
   ws: dict[int, tuple[int, dict[str, Any]]] = dataclasses.field(default_factory=dict)
   kafka: dict[int, int] = dataclasses.field(default_factory=dict)
   errors: list[str] = dataclasses.field(default_factory=list)
+  # Where a window's lag goes, per window end (ms after it): the first BTC trade at or
+  # after the end (the sim's own timestamp; it closes the feed's last pane), that trade's
+  # raw record, the closed pane's bond.panes record.
+  first_trade: dict[int, int] = dataclasses.field(default_factory=dict)
+  raw_record: dict[int, int] = dataclasses.field(default_factory=dict)
+  pane_record: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
 async def read_ws(url: str, seen: Seen) -> None:
@@ -302,6 +308,49 @@ async def read_topic(bootstrap: str, topic: str, seen: Seen) -> None:
       seen.kafka.setdefault(int(json.loads(msg.value)["seq"]), msg.timestamp)
   finally:
     await consumer.stop()
+
+
+async def read_path(bootstrap: str, prefix: str, seen: Seen) -> None:
+  """Read the BTC trades of the raw topic and the BTC panes: each window's breakdown."""
+  raw_topic, panes_topic = prefix + RAW_TOPICS["ccxt"].name, prefix + PANES.name
+  feed = "ccxt|binance|BTC/USDT"
+  consumer = AIOKafkaConsumer(raw_topic, panes_topic, bootstrap_servers=bootstrap,
+                              auto_offset_reset="latest")  # fmt: skip
+  await consumer.start()
+  try:
+    async for msg in consumer:
+      if msg.topic == raw_topic:
+        if msg.key != b"BTC/USDT":
+          continue
+        value = json.loads(msg.value)
+        if value.get("heartbeat") or value.get("exchange") != "binance":
+          continue
+        end = int(value["ts"]) // 1000 * 1000  # the last window end at or before the trade
+        if end not in seen.first_trade:
+          seen.first_trade[end] = int(value["ts"])
+          seen.raw_record[end] = msg.timestamp
+      else:
+        value = json.loads(msg.value)
+        if value.get("feed") == feed and "progress_ms" in value:
+          seen.pane_record.setdefault(int(value["start_ms"]) + 1000, msg.timestamp)
+  finally:
+    await consumer.stop()
+
+
+def breakdown(seen: Seen, ends: list[int]) -> dict[str, Any]:
+  """Return p50/p99 of each leg of the 1 s stream's lag (ms after the window end)."""
+  legs = {
+    "first_trade": seen.first_trade,
+    "raw_record": seen.raw_record,
+    "pane_record": seen.pane_record,
+    "stream_record": seen.kafka,
+    "websocket": {e: v[0] for e, v in seen.ws.items()},
+  }
+  out: dict[str, Any] = {}
+  for name, times in legs.items():
+    lags = [float(times[e] - e) for e in ends if e in times]
+    out[name] = [quantile(lags, 0.5), quantile(lags, 0.99)]
+  return out
 
 
 async def step(
@@ -352,6 +401,8 @@ async def step(
     # 512 batches): a stage that falls behind its input shows here first.
     "stage1_read_delay_p99_ms": worker.get("stage1", {}).get("read_delay_p99_ms"),
     "stage2_read_delay_p99_ms": worker.get("stage2", {}).get("read_delay_p99_ms"),
+    # [p50, p99] ms after the window end at which each leg of the path was done.
+    "lag_breakdown_ms": breakdown(seen, ends),
   }
   row["sustained"] = (
     bool(ends)
@@ -379,6 +430,7 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
       tasks = [
         asyncio.create_task(read_ws(url, seen)),
         asyncio.create_task(read_topic(bootstrap, topic, seen)),
+        asyncio.create_task(read_path(bootstrap, platform.prefix, seen)),
       ]
       print(f"platform up in {time.monotonic() - started:.0f}s; 1 s stream {sid}")
       header = f"{'streams':>8} {'p50':>7} {'p99':>7} {'topic p99':>9} {'miss':>4} {'no trade':>8} {'incompl':>7} {'panes lag':>14} {'cpu %':>6} {'%/stream':>8} {'s1/s2 read p99':>14}"  # fmt: skip
@@ -392,6 +444,8 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
               f"{row['cpu_pct_per_stream']:>8} "
               f"{row['stage1_read_delay_p99_ms']!s:>6}/{row['stage2_read_delay_p99_ms']!s:<7}"
               f"{'' if row['sustained'] else '  NOT sustained'}", flush=True)  # fmt: skip
+        print("         path p50/p99 ms: " + ", ".join(
+          f"{leg} {v[0]}/{v[1]}" for leg, v in row["lag_breakdown_ms"].items()), flush=True)  # fmt: skip
         if not row["sustained"] and not keep_going:
           break
     finally:
