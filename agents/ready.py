@@ -7,14 +7,16 @@ from typing import Any
 
 from aiohttp.web import Response
 
-from bond.agents.app import app
+from bond.agents.app import app, settings
 from bond.agents.panes import TABLES, reader, settled
 from bond.agents.state import state
 from bond.agents.windows import driver
 from bond.agents.windows import reader as pane_reader
 from bond.agents.windows import table as windows_table
+from bond.loopwatch import LoopWatch
 
 GC_THRESHOLDS = (50_000, 20, 100)
+loopwatch = LoopWatch(stall_ms=settings.bond_stall_ms)
 
 
 def root_logger_at_handler_level() -> None:
@@ -32,6 +34,7 @@ def root_logger_at_handler_level() -> None:
 async def start_worker() -> None:
   """Create the catalog's topics if needed, load the stream registry, start both stages' readers."""
   root_logger_at_handler_level()
+  loopwatch.start()
   await state.start()
   # A table write picks its changelog partition from the producer's metadata, which holds
   # only topics it was asked about: fetch it for every changelog before the first write.
@@ -54,6 +57,7 @@ async def stop_worker(sender: Any, **kwargs: Any) -> None:
   await pane_reader.stop()
   await reader.stop()
   await state.stop()
+  await loopwatch.stop()
 
 
 @app.page("/bond/ready")  # type: ignore[arg-type]
@@ -83,8 +87,9 @@ async def stats_page(web, request) -> Response:  # type: ignore[no-untyped-def]
     "stage2_streams": len(driver.core.defs),
     "stage2_panes_lag": pane_reader.lag(),
     "raw_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in reader.assigned),
-    "sink": sink.stats,
+    "sink": {**sink.stats, **sink.kafka_ack_ms.summary("kafka_ack")},
     "feeds": {"running": sorted(runner.running), **runner.stats},
+    "loop": loopwatch.summary(),
   }
   return web.json(body)
 

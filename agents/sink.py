@@ -91,6 +91,9 @@ class Sink:
     self._maxlen_trimmed: dict[str, float] = {}
     self._prom: dict[str, tuple[Any, Any, Any]] = {}
     self._shas: dict[str, str] = {}
+    # From a batch's first send to Kafka's last acknowledgement (ms; /bond/stats): how long
+    # the broker and this producer's one request in flight make a window wait.
+    self.kafka_ack_ms = Recent(512)
 
   # ------------------------------------------------------------------ called by stage 2
 
@@ -324,6 +327,7 @@ class Sink:
     errors: list[BaseException | None] = [None] * len(batch)
     futures: list[tuple[int, asyncio.Future[Any]]] = []
     sent = len(batch)
+    started = time.monotonic()
     for i, window in enumerate(batch):
       try:
         futures.append((i, await producer.send(topic, window.body, key=key)))
@@ -333,6 +337,7 @@ class Sink:
           sent = i  # transient: this window and the rest wait, in order
           break
     results = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
+    self.kafka_ack_ms.add((time.monotonic() - started) * 1000)
     for (i, _), result in zip(futures, results, strict=True):
       if isinstance(result, BaseException):
         if not isinstance(result, (KafkaError, OSError)):

@@ -401,6 +401,13 @@ async def step(
     # 512 batches): a stage that falls behind its input shows here first.
     "stage1_read_delay_p99_ms": worker.get("stage1", {}).get("read_delay_p99_ms"),
     "stage2_read_delay_p99_ms": worker.get("stage2", {}).get("read_delay_p99_ms"),
+    # The worker's event loop: how late its callbacks ran (a shared loop's queueing delay).
+    "worker_loop_lag_ms": [
+      worker.get("loop", {}).get(f"loop_lag_{q}_ms") for q in ("p50", "p99", "max")
+    ],
+    "worker_loop_stalls": worker.get("loop", {}).get("loop_stalls"),
+    # The sink's Kafka sends: first send of a batch to its last acknowledgement.
+    "sink_kafka_ack_p99_ms": worker.get("sink", {}).get("kafka_ack_p99_ms"),
     # [p50, p99] ms after the window end at which each leg of the path was done.
     "lag_breakdown_ms": breakdown(seen, ends),
   }
@@ -445,7 +452,9 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
               f"{row['stage1_read_delay_p99_ms']!s:>6}/{row['stage2_read_delay_p99_ms']!s:<7}"
               f"{'' if row['sustained'] else '  NOT sustained'}", flush=True)  # fmt: skip
         print("         path p50/p99 ms: " + ", ".join(
-          f"{leg} {v[0]}/{v[1]}" for leg, v in row["lag_breakdown_ms"].items()), flush=True)  # fmt: skip
+          f"{leg} {v[0]}/{v[1]}" for leg, v in row["lag_breakdown_ms"].items())
+          + f"; worker loop lag p50/p99/max {row['worker_loop_lag_ms']}"
+          + f"; sink Kafka ack p99 {row['sink_kafka_ack_p99_ms']}", flush=True)  # fmt: skip
         if not row["sustained"] and not keep_going:
           break
     finally:

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
   bond_token_ttl: int = Field(3600, ge=1)
   bond_lateness_ms: int = Field(1000, ge=0)
   bond_pane_ms: int = Field(1000, ge=100)
+  # A worker logs the stack of its event loop when it is held this long (/bond/stats "loop").
+  bond_stall_ms: int = Field(100, ge=10)
   bond_max_backfill_sec: int = Field(6 * 3600, ge=0)  # history a create may ask for (0: none)
   bond_market: Literal["live", "sim"] = "live"
   bond_exchanges: str = "binance,okx,bybit"

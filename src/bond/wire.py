@@ -4,6 +4,7 @@ Redis key names, WebSocket close codes and the millisecond <-> ISO-8601 time hel
 spelled here once; every other module imports them (ARCHITECTURE.md "Wire protocol").
 """
 
+import functools
 from datetime import UTC, datetime
 
 # ---------------------------------------------------------------------- Redis keys
@@ -69,6 +70,7 @@ CLOSE_REASONS: dict[int, str] = {
 # ---------------------------------------------------------------------- time
 
 
+@functools.lru_cache(maxsize=4096)  # every window ending at one time shares its two stamps
 def iso_ms(ms: int) -> str:
   """Return epoch ms as ISO-8601 UTC with a Z (milliseconds only when not whole seconds)."""
   dt = datetime.fromtimestamp(ms / 1000, UTC)

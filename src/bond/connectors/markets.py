@@ -4,7 +4,9 @@ In sim mode every exchange id (binance, okx, bybit, ...) is served by a ccxt bin
 client whose URLs lead to `SimExchange`; events keep the requested exchange id as label.
 """
 
+import functools
 import logging
+import ssl
 from typing import Any
 
 import ccxt
@@ -106,6 +108,18 @@ def create_ws(
   return _create(ccxt_pro, exchange_id, market, sim_url, settings, options)
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+  """Return the process's one TLS context for ccxt clients, with ccxt's CA bundle.
+
+  Each ccxt client builds its own on its first request, loading the CA file: 30-90 ms
+  with the event loop held, once per feed started (and the worker's windows waiting).
+  """
+  import certifi
+
+  return ssl.create_default_context(cafile=certifi.where())
+
+
 def _create(
   module: Any,
   exchange_id: str,
@@ -116,6 +130,8 @@ def _create(
 ) -> Any:
   sim = is_sim(settings, market)
   client = _class(module, exchange_id, sim)(_options(sim, options))
+  if getattr(client, "verify", True) and hasattr(client, "ssl_context"):
+    client.ssl_context = _ssl_context()
   if sim:
     _sim_urls(client, sim_base_url(settings, sim_url))
   return client

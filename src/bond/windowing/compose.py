@@ -17,6 +17,16 @@ def _symbol_fields(pane: Pane | None, spec: StreamSpec, registry: Registry) -> d
   return out
 
 
+def _merge_all(panes: list[Pane], registry: Registry) -> Pane | None:
+  """Return the panes merged (one is returned as is: panes given are only read)."""
+  if len(panes) <= 1:
+    return panes[0] if panes else None
+  merged = Pane()
+  for pane in panes:
+    merged.merge(pane, registry)
+  return merged
+
+
 def _feeds_of_symbol(pair: str, feed: Feed) -> bool:
   if feed.source == "ccxt":
     return feed.symbol == pair
@@ -42,20 +52,11 @@ def compose_window(
   symbols = spec.symbols
   per_symbol: dict[str, dict[str, Any]] = {}
   for pair in symbols:
-    merged: Pane | None = None
-    for feed in feeds:
-      pane = panes.get(feed.id)
-      if pane and _feeds_of_symbol(pair, feed):
-        merged = (merged or Pane()).merge(pane, registry)
-    per_symbol[pair] = _symbol_fields(merged, spec, registry)
-  whole = Pane()
-  sources: set[str] = set()
-  for feed in feeds:
-    pane = panes.get(feed.id)
-    if pane:
-      whole.merge(pane, registry)
-      if pane.contributed():
-        sources.add(feed.label)
+    of_pair = [p for f in feeds if (p := panes.get(f.id)) and _feeds_of_symbol(pair, f)]
+    per_symbol[pair] = _symbol_fields(_merge_all(of_pair, registry), spec, registry)
+  present = [(f, p) for f in feeds if (p := panes.get(f.id))]
+  whole = _merge_all([p for _f, p in present], registry) or Pane()
+  sources = {f.label for f, p in present if p.contributed()}
   top = per_symbol[symbols[0]] if symbols else _symbol_fields(None, spec, registry)
   event: dict[str, Any] = {
     "stream_id": stream_id,

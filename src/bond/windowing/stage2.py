@@ -73,6 +73,8 @@ class Stage2:
     self.flush_every_ms = flush_every_ms
     self.on_flushed = on_flushed  # called after each flush (the adapter stores read positions)
     self._flushed_ms = 0
+    # Merged closed panes by (partition, feed, window start, end), within one emission round.
+    self._merged: dict[tuple[int, str, int, int], Pane] = {}
     self.owned: frozenset[int] = frozenset()
     self.defs: dict[str, StreamDef] = {}  # the streams of the owned partitions
     self._all_defs: Mapping[str, StreamDef] = {}
@@ -254,9 +256,17 @@ class Stage2:
       else:
         self._apply_closed(tid, track, rec, now_ms)
         progressed.add(tid)
-    touched = {sid for tid in progressed for sid in self._users.get(tid, ())}
+    # Only streams whose next window this progress may complete: for the others nothing
+    # changed but a later idleness time, and their scheduled wake asks the policy again.
+    touched: set[str] = set()
+    for tid in progressed:
+      reached = self._tracks[tid].progress_ms
+      streams = self._streams
+      touched.update(s for s in self._users.get(tid, ()) if streams[s].next_end_ms <= reached)
+    self._merged.clear()
     for sid in touched:
       self._try_emit(sid, now_ms)
+    self._merged.clear()
     self.maybe_flush(now_ms)
 
   def _apply_partial(self, track: FeedTrack, rec: PaneRecord) -> None:
@@ -312,6 +322,7 @@ class Stage2:
     now_ms = self.clock()
     woke = 0
     heap = self._heap
+    self._merged.clear()
     while heap and heap[0][0] <= now_ms:
       at, sid = heapq.heappop(heap)
       if self._wake.get(sid) != at:
@@ -320,6 +331,7 @@ class Stage2:
       if sid in self.defs:
         woke += 1
         self._try_emit(sid, now_ms)
+    self._merged.clear()
     self.maybe_flush(now_ms)
     return woke
 
@@ -380,12 +392,18 @@ class Stage2:
     for feed, track in tracks:
       if track is None:
         continue
-      merged = Pane()
-      for _start, pane in self._panes_in(track.panes, start, end):
-        merged.merge(pane, self.registry)
+      # Streams of one feed and size share the merge of its closed panes over the window
+      # (they are final within one call: panes arrive before, evictions after, emission).
+      key = (d.partition, feed.id, start, end)
+      merged = self._merged.get(key)
+      if merged is None:
+        merged = self._merged[key] = Pane()
+        for _start, pane in self._panes_in(track.panes, start, end):
+          merged.merge(pane, self.registry)
       if feed.id in missing:
         # A quiet feed's open panes (partials) go in; the closed pane, if it comes, adds only
-        # what they lacked (counted late).
+        # what they lacked (counted late). Added to a copy: the shared merge stays closed panes.
+        merged = Pane().merge(merged, self.registry)
         for pane_start, pane in self._panes_in(track.partials, start, end):
           merged.merge(pane, self.registry)
           st.used[f"{feed.id}|{pane_start}"] = pane.events
@@ -400,8 +418,8 @@ class Stage2:
     st.next_end_ms = end + d.size_ms
     if st.used:
       horizon = end - self.used_keep_ms
-      for key in [k for k in st.used if int(k.rsplit("|", 1)[1]) < horizon]:
-        del st.used[key]
+      for used in [k for k in st.used if int(k.rsplit("|", 1)[1]) < horizon]:
+        del st.used[used]
 
   def _panes_in(self, panes: dict[int, Pane], start: int, end: int) -> list[tuple[int, Pane]]:
     if not panes:

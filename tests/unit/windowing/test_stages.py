@@ -118,6 +118,31 @@ def test_feed_dying_mid_pane_its_partial_goes_in_and_only_the_rest_counts_late()
   assert p.out.counts["s1"]["late"] == 1
 
 
+def test_streams_sharing_a_feed_get_the_same_window_and_partials_go_to_each_once():
+  # Streams of one feed and size share the merge of its closed panes; a quiet feed's
+  # partial pane is added to each stream's own copy, never to the shared merge.
+  clock = FakeClock(T0)
+  twins = [stream(sid, BTC, created_ms=T0) for sid in ("s1", "s1b")]
+  eth = stream("s2", {**BTC, "symbols": ["ETH/USDT"]}, created_ms=T0)
+  p = Pipeline(clock, [*twins, eth])
+  end = p.stage2._streams["s1"].next_end_ms
+  p.raw("ccxt", "BTC/USDT", trade(end - 1900, 9.0, 1.0), trade(end - 1800, 9.5, 1.0))
+  p.raw("ccxt", "BTC/USDT", heartbeat(end - 1000))  # the window's first pane closes: 2 trades
+  p.raw("ccxt", "BTC/USDT", *[trade(end - 900 + i, 10.0 + i, 1.0) for i in range(3)])
+  clock.now_ms = end - 500
+  p.partials("BTC/USDT", FEED)  # then the feed goes quiet: 3 trades in its open pane
+  for t in range(end - 1000, end + 1001, 500):
+    p.raw("ccxt", "ETH/USDT", heartbeat(t, sym="ETH/USDT"))
+  p.at(end + 1000)
+  got = {sid: next(w for w in p.out.windows[sid] if w["seq"] == end) for sid in ("s1", "s1b")}
+  for w in got.values():
+    assert (w["trades"], w["price_open"], w["price_close"], w["complete"]) == (5, 9.0, 12.0, False)
+  p.raw("ccxt", "BTC/USDT", trade(end + 100, 20.0, 1.0), heartbeat(end + 2000))
+  for sid in ("s1", "s1b"):
+    (after,) = [w for w in p.out.windows[sid] if w["seq"] == end + 2000]
+    assert (after["trades"], after["price_open"], after["complete"]) == (1, 20.0, True)
+
+
 def test_restart_restores_state_from_the_store_and_skips_replayed_records():
   clock = FakeClock(T0)
   d = stream("s1", BTC, created_ms=T0)
