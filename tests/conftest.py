@@ -109,7 +109,13 @@ class WorkerProcess:
     cmd = [faust, "-A", "bond.agents.app", "worker", "-l", "info", "--web-port", str(self.web_port)]
     self.log = open(self.log_path, "ab")
     self.proc = subprocess.Popen(
-      cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+      # In its test's own folder: Faust makes its data directory (<app id>-data) in the cwd.
+      cmd,
+      env=self.env,
+      stdout=self.log,
+      stderr=subprocess.STDOUT,
+      cwd=self.log_path.parent,
+      start_new_session=True,
     )
     deadline = time.monotonic() + timeout_sec
     while time.monotonic() < deadline:
