@@ -406,6 +406,7 @@ async def step(
       worker.get("loop", {}).get(f"loop_lag_{q}_ms") for q in ("p50", "p99", "max")
     ],
     "worker_loop_stalls": worker.get("loop", {}).get("loop_stalls"),
+    "worker_gc_pause_max_ms": worker.get("loop", {}).get("gc_pause_max_ms"),
     # The sink's Kafka sends: first send of a batch to its last acknowledgement.
     "sink_kafka_ack_p99_ms": worker.get("sink", {}).get("kafka_ack_p99_ms"),
     # [p50, p99] ms after the window end at which each leg of the path was done.
@@ -454,7 +455,8 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
         print("         path p50/p99 ms: " + ", ".join(
           f"{leg} {v[0]}/{v[1]}" for leg, v in row["lag_breakdown_ms"].items())
           + f"; worker loop lag p50/p99/max {row['worker_loop_lag_ms']}"
-          + f"; sink Kafka ack p99 {row['sink_kafka_ack_p99_ms']}", flush=True)  # fmt: skip
+          + f"; sink Kafka ack p99 {row['sink_kafka_ack_p99_ms']}"
+          + f"; GC pause max by generation {row['worker_gc_pause_max_ms']}", flush=True)  # fmt: skip
         if not row["sustained"] and not keep_going:
           break
     finally:

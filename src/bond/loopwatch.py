@@ -10,6 +10,7 @@ stall). The lag summary (the last minute of samples) and the last stalls are in 
 """
 
 import asyncio
+import gc
 import logging
 import sys
 import threading
@@ -35,6 +36,9 @@ class LoopWatch:
     self._task: asyncio.Task[None] | None = None
     self._thread: threading.Thread | None = None
     self._stop = threading.Event()
+    # Garbage collection pauses by generation (a pause holds the loop wherever it allocates).
+    self.gc_pauses_ms: dict[int, deque[float]] = {g: deque(maxlen=keep) for g in range(3)}
+    self._gc_started = 0.0
 
   def start(self) -> None:
     """Start watching the running loop (from a coroutine on it)."""
@@ -46,10 +50,13 @@ class LoopWatch:
     self._task = asyncio.get_running_loop().create_task(self._tick(), name="loopwatch")
     self._thread = threading.Thread(target=self._watch, name="loopwatch", daemon=True)
     self._thread.start()
+    gc.callbacks.append(self._on_gc)
 
   async def stop(self) -> None:
     """Stop the task and the thread (safe to call twice)."""
     self._stop.set()
+    if self._on_gc in gc.callbacks:
+      gc.callbacks.remove(self._on_gc)
     task, self._task = self._task, None
     if task is not None:
       task.cancel()
@@ -61,6 +68,12 @@ class LoopWatch:
       await asyncio.sleep(self.tick_sec)
       self._beat = now = time.monotonic()
       self.lags_ms.append((now - asked - self.tick_sec) * 1000)
+
+  def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+      self._gc_started = time.perf_counter()
+    elif self._gc_started:
+      self.gc_pauses_ms[info["generation"]].append((time.perf_counter() - self._gc_started) * 1000)
 
   def _watch(self) -> None:
     reported = 0.0  # the beat of the stall last reported: one report per stall
@@ -86,5 +99,7 @@ class LoopWatch:
       "loop_lag_p99_ms": pick(0.99) if pick else None,
       "loop_lag_max_ms": round(lags[-1], 1) if lags else None,
       "loop_stalls": self.stall_count,
+      "gc_pause_max_ms": {g: round(max(p), 1) if p else None for g, p in self.gc_pauses_ms.items()},
+      "gc_collections": {g: len(p) for g, p in self.gc_pauses_ms.items()},
       "last_stalls": list(self.stalls),
     }
