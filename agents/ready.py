@@ -1,8 +1,11 @@
 """Worker start-up and shutdown (registry first, then stage 1) and the pages `bond up`, tests
 and benches poll."""
 
+import asyncio
 import gc
 import logging
+import threading
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp.web import Response
@@ -14,8 +17,13 @@ from bond.agents.windows import driver
 from bond.agents.windows import reader as pane_reader
 from bond.agents.windows import table as windows_table
 from bond.loopwatch import LoopWatch
+from bond.topics import TopicSpec
+from bond.topics.admin import TopicAdmin
+
+log = logging.getLogger(__name__)
 
 GC_THRESHOLDS = (50_000, 20, 100)
+CHANGELOGS_WAIT_SEC = 30.0
 loopwatch = LoopWatch(stall_ms=settings.bond_stall_ms)
 
 
@@ -28,6 +36,52 @@ def root_logger_at_handler_level() -> None:
   levels = [h.level for h in root.handlers if type(h).__name__ != "SpinnerHandler"]
   if levels and root.level < min(levels):
     root.setLevel(min(levels))
+
+
+def changelog_specs(tables: Iterable[Any], default_partitions: int) -> list[TopicSpec]:
+  """Return the changelog topics of Faust tables, as Faust itself would declare them."""
+  return [
+    TopicSpec(
+      t.changelog_topic.get_topic_name(),
+      "table key",
+      "table state (changelog)",
+      partitions=t.partitions or default_partitions,
+      compacted=True,
+    )
+    for t in tables
+  ]
+
+
+async def ensure_changelogs(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+  """Create the changelog topics that do not exist yet; return those created."""
+  async with TopicAdmin(bootstrap) as admin:
+    return await admin.ensure(specs)
+
+
+@app.on_worker_init.connect  # type: ignore[arg-type]  # mode types receivers narrowly
+def changelogs_before_joining(sender: Any, **kwargs: Any) -> None:
+  """Create the tables' changelog topics before the worker joins its group.
+
+  Faust creates them itself at start, moments before joining; on a fresh broker a topic
+  created that late can be missing from the group leader's metadata, and the leader then
+  leaves it out of the assignment for good ("Ignoring missing topic"): stage 2 owned no
+  partition and no window ever went out (seen in a CI chaos run). Runs before the worker's
+  event loop, in a thread of its own, bounded; on failure Faust creates them as before.
+  """
+  specs = changelog_specs(app.tables.values(), app.conf.topic_partitions)
+
+  def run() -> None:
+    try:
+      ensure = ensure_changelogs(settings.kafka_bootstrap, specs)
+      created = asyncio.run(asyncio.wait_for(ensure, CHANGELOGS_WAIT_SEC))
+      if created:
+        log.info("created changelog topics %s", created)
+    except Exception as err:  # Faust declares them at start anyway
+      log.warning("could not create the changelog topics before starting: %r", err)
+
+  thread = threading.Thread(target=run, name="changelogs", daemon=True)
+  thread.start()
+  thread.join(CHANGELOGS_WAIT_SEC + 5)
 
 
 @app.task
