@@ -21,7 +21,7 @@ from bond.agents.reading import TableReader, position, position_key
 from bond.agents.state import state
 from bond.connectors.backoff import Backoff
 from bond.topics import PANES, RAW_TOPICS
-from bond.windowing import KeyState, PaneOut, PaneRecord, Stage1, WireError, housekeeping_due
+from bond.windowing import KeyState, PaneOut, PaneRecord, Stage1, WireError
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class RawReader(TableReader):
     position are read again and their panes re-sent, which stage 2 recognises and skips.
     """
     now = now_ms()
-    if not force and not housekeeping_due(now, self._flushed_ms, STATE_FLUSH_MS, PANE_MS):
+    if not force and now - self._flushed_ms < STATE_FLUSH_MS:
       return
     self._flushed_ms = now
     for (source, key), st in self._pending.items():

@@ -57,6 +57,9 @@ def event(sid: str, seq: int, pad: int = 0) -> dict[str, Any]:
   return body.model_dump(mode="json")
 
 
+GRACEFUL_SHUTDOWN_SEC = 10
+
+
 class GatewayServer:
   """The gateway app under an in-process uvicorn on 127.0.0.1."""
 
@@ -91,6 +94,8 @@ class GatewayServer:
       lifespan="on",
       ws_ping_interval=5,
       ws_max_size=self.ws_max_size,
+      # As `bond up` runs it: sockets still open after this long are cut on shutdown.
+      timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SEC,
     )
     self.server = uvicorn.Server(config)
     self._task = asyncio.create_task(self.server.serve())

@@ -8,13 +8,7 @@
 """
 
 from bond.windowing.aggregators import REGISTRY, Aggregator, OutField, Registry, Scope, register
-from bond.windowing.clock import (
-  Clock,
-  first_window_end,
-  housekeeping_due,
-  stream_first_end,
-  window_start,
-)
+from bond.windowing.clock import Clock, first_window_end, stream_first_end, window_start
 from bond.windowing.compose import compose_window
 from bond.windowing.feeds import Feed, feed_of_raw, feeds_for
 from bond.windowing.pane import Pane, PaneRecord, WireError
@@ -48,7 +42,6 @@ __all__ = [
   "feed_of_raw",
   "feeds_for",
   "first_window_end",
-  "housekeeping_due",
   "register",
   "stream_first_end",
   "window_start",

@@ -24,26 +24,3 @@ def stream_first_end(created_ms: int, size_ms: int, pane_ms: int) -> int:
   workers learnt of the stream may never have been sent to it.
   """
   return first_window_end(created_ms + pane_ms, size_ms)
-
-
-# Windows end on pane boundaries, so the moments just after one are when every worker
-# composes and sends: housekeeping (state flushes, metrics) waits until this much of a pane
-# has passed, or until it is overdue.
-BUSY_PHASE_MS = 300
-
-
-def housekeeping_due(
-  now_ms: int, last_ms: int, every_ms: int, pane_ms: int, busy_ms: int = BUSY_PHASE_MS
-) -> bool:
-  """Return whether work done every `every_ms` (last at `last_ms`) should run now.
-
-  It is not done in the first `busy_ms` after a pane boundary, the windows' busiest moment,
-  unless it is a whole pane overdue (so it never waits more than `every_ms + pane_ms`).
-  `every_ms` 0 means every time.
-  """
-  if every_ms <= 0:
-    return True
-  since = now_ms - last_ms
-  if since < every_ms:
-    return False
-  return now_ms % pane_ms >= busy_ms or since >= every_ms + pane_ms

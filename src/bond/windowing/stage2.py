@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from bond.windowing.aggregators import REGISTRY, Registry
-from bond.windowing.clock import Clock, housekeeping_due, stream_first_end
+from bond.windowing.clock import Clock, stream_first_end
 from bond.windowing.compose import compose_window
 from bond.windowing.feeds import Feed
 from bond.windowing.pane import Pane, PaneRecord, WireError
@@ -436,9 +436,8 @@ class Stage2:
   # ------------------------------------------------------------------ state out
 
   def maybe_flush(self, now_ms: int) -> bool:
-    """Flush if `flush_every_ms` has passed since the last flush, outside the busy moments
-    after a pane boundary (`housekeeping_due`); return whether it did."""
-    if not housekeeping_due(now_ms, self._flushed_ms, self.flush_every_ms, self.pane_ms):
+    """Flush if `flush_every_ms` has passed since the last flush; return whether it did."""
+    if now_ms - self._flushed_ms < self.flush_every_ms:
       return False
     self.flush()
     return True

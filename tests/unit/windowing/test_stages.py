@@ -205,25 +205,3 @@ def test_panes_re_sent_by_a_restarted_stage_1_are_not_counted_twice():
   p.raw("ccxt", "BTC/USDT", heartbeat(end))
   (w,) = p.out.windows["s1"]
   assert (w["trades"], w["volume_sum"]) == (1, 1.0)
-
-
-def test_state_flushes_wait_out_the_busy_moment_after_a_pane_boundary_but_never_long():
-  # Every stream's windows go out just after a boundary: state writes (changelog records)
-  # wait until 300 ms into the pane, or until they are a whole pane overdue.
-  from bond.windowing import housekeeping_due
-
-  assert not housekeeping_due(T0 + 100, T0 - 150, 200, 1000)  # due, but in the busy moment
-  assert housekeeping_due(T0 + 300, T0 - 150, 200, 1000)
-  assert not housekeeping_due(T0 + 500, T0 + 400, 200, 1000)  # not due yet
-  assert housekeeping_due(T0 + 100, T0 - 1200, 200, 1000)  # a whole pane overdue
-  assert housekeeping_due(T0 + 1, T0, 0, 1000)  # 0: every time
-  clock = FakeClock(T0 + 100)
-  st2, _out, store = make_stage2(clock)
-  st2.flush_every_ms = 200
-  st2.set_streams({"s1": stream("s1", BTC, created_ms=T0)})  # set_streams flushes at once
-  st2.assign([0], [])
-  written = len(store)
-  st2._flushed_ms = T0 - 500
-  st2._dirty_streams.add("s1")
-  assert st2.maybe_flush(T0 + 200) is False and len(store) == written
-  assert st2.maybe_flush(T0 + 300) is True
