@@ -45,7 +45,7 @@ from bond.compiler import stream_id as make_stream_id
 from bond.registry import RegistryWriter, new_record
 from bond.schemas import StreamSpec
 from bond.sim.exchange import START_PRICES
-from bond.topics import CATALOG, PANES, RAW_TOPICS, TopicSpec, stream_topic
+from bond.topics import CATALOG, PANES, RAW_TOPICS, stream_topic
 from bond.topics.admin import TopicAdmin, drop_topics
 from bond.wire import metrics_key, project_streams_key, stream_key
 
@@ -145,23 +145,9 @@ class Platform:
     self.feeds: set[tuple[str, str]] = set()
 
   async def start(self) -> None:
-    # Faust's changelog topics too: a worker whose producer has no metadata for one yet
-    # crashes on its first table write (seen on this loaded machine; reported).
-    changelogs = [
-      TopicSpec(
-        f"{self.group}-stage2-changelog",
-        "stream_id",
-        "window state",
-        partitions=PANES.partitions,
-        compacted=True,
-      )
-    ]
-    changelogs += [TopicSpec(f"{self.group}-stage1-{source}-changelog", "raw key", "pane state",
-                             partitions=spec.partitions, compacted=True)
-                   for source, spec in RAW_TOPICS.items()]  # fmt: skip
+    # (The worker creates its tables' changelog topics itself before joining: agents/ready.py.)
     async with TopicAdmin(self.bootstrap) as admin:
       await admin.ensure([dataclasses.replace(t, name=self.prefix + t.name) for t in CATALOG])
-      await admin.ensure(changelogs)
     py = sys.executable
     faust = str(Path(py).parent / "faust")
     uv = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log", "--factory"]
