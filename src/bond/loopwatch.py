@@ -93,11 +93,14 @@ class LoopWatch:
   def summary(self) -> dict[str, Any]:
     """Return the loop lag's p50/p99/max (ms) over the last samples and the last stalls."""
     lags = sorted(self.lags_ms)
-    pick = (lambda q: round(lags[min(len(lags) - 1, int(q * len(lags)))], 1)) if lags else None
+
+    def pick(q: float) -> float | None:
+      return round(lags[min(len(lags) - 1, int(q * len(lags)))], 1) if lags else None
+
     return {
-      "loop_lag_p50_ms": pick(0.5) if pick else None,
-      "loop_lag_p99_ms": pick(0.99) if pick else None,
-      "loop_lag_max_ms": round(lags[-1], 1) if lags else None,
+      "loop_lag_p50_ms": pick(0.5),
+      "loop_lag_p99_ms": pick(0.99),
+      "loop_lag_max_ms": pick(1.0),
       "loop_stalls": self.stall_count,
       "gc_pause_max_ms": {g: round(max(p), 1) if p else None for g, p in self.gc_pauses_ms.items()},
       "gc_collections": {g: len(p) for g, p in self.gc_pauses_ms.items()},

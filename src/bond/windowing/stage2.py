@@ -259,9 +259,9 @@ class Stage2:
     # Only streams whose next window this progress may complete: for the others nothing
     # changed but a later idleness time, and their scheduled wake asks the policy again.
     touched: set[str] = set()
+    streams = self._streams
     for tid in progressed:
       reached = self._tracks[tid].progress_ms
-      streams = self._streams
       touched.update(s for s in self._users.get(tid, ()) if streams[s].next_end_ms <= reached)
     self._merged.clear()
     for sid in touched:
