@@ -245,7 +245,9 @@ class Stage2:
       tid = (partition, rec.feed_id)
       if tid not in self._users:
         continue  # no stream of this partition uses the feed (any more)
-      track = self._track(tid)
+      track = self._tracks.get(tid)
+      if track is None:
+        track = self._tracks[tid] = FeedTrack(first_ms=rec.start_ms)
       if offset <= track.offset:
         self.stats["replayed"] += 1
         continue
@@ -365,7 +367,12 @@ class Stage2:
         if not decision.emit:
           self._schedule(sid, decision.recheck_ms, force=True)
           break
-      self._emit(d, st, end, tracks, [f.id for f, _t in behind], now_ms)
+      # A feed whose first pane here starts after the window's start lacks the time before:
+      # waiting cannot fill it (a backfill reaching back before the feed existed).
+      missing = [
+        f.id for f, t in tracks if t is None or t.progress_ms < end or t.first_ms > end - d.size_ms
+      ]
+      self._emit(d, st, end, tracks, missing, now_ms)
       emitted += 1
     else:
       self._schedule(sid, now_ms, force=True)  # more to catch up: next tick

@@ -57,23 +57,29 @@ class FeedTrack:
   seen_ms: int = 0  # wall clock when its last closed pane arrived (0: never)
   panes: dict[int, Pane] = field(default_factory=dict)  # closed panes, by start
   partials: dict[int, Pane] = field(default_factory=dict)  # open panes of a quiet feed, by start
+  # The start of the first pane this track got: the feed tells nothing of the time before it
+  # (it did not exist, or its panes were never sent here), so a window starting earlier lacks
+  # it. -1: not known (a track restored from an older state), taken as covering every window.
+  first_ms: int = -1
 
   def to_wire(self) -> list[Any]:
-    """Return [version, offset, progress_ms, seen_ms, [[start, partial pane]...]].
+    """Return [version, offset, progress_ms, seen_ms, [[start, partial pane]...], first_ms].
 
-    Closed panes are stored under keys of their own (written once, deleted once).
+    Closed panes are stored under keys of their own (written once, deleted once). A value
+    without `first_ms` (written before it existed) is read as -1.
     """
     partials = [[s, p.to_wire()] for s, p in self.partials.items()]
-    return [STATE_VERSION, self.offset, self.progress_ms, self.seen_ms, partials]
+    return [STATE_VERSION, self.offset, self.progress_ms, self.seen_ms, partials, self.first_ms]
 
   @classmethod
   def from_wire(cls, data: Any) -> "FeedTrack":
     """Return a track from `to_wire`'s data; raise WireError if it is not one."""
-    if not isinstance(data, list) or len(data) != 5 or data[0] != STATE_VERSION:
+    if not isinstance(data, list) or len(data) not in (5, 6) or data[0] != STATE_VERSION:
       raise WireError(f"not a version {STATE_VERSION} feed track")
     try:
       partials = {int(s): Pane.from_wire(p) for s, p in data[4]}
-      return cls(int(data[1]), int(data[2]), int(data[3]), {}, partials)
+      first_ms = int(data[5]) if len(data) == 6 else -1
+      return cls(int(data[1]), int(data[2]), int(data[3]), {}, partials, first_ms)
     except (TypeError, ValueError) as err:
       raise WireError(f"malformed feed track: {err!r}") from err
 

@@ -72,7 +72,15 @@ def test_windows_composed_from_panes_equal_a_recomputation_from_raw_events(inter
     "a": [dict(e, exchange="a", symbol="BTC/USDT") for e in ev_a],
     "b": [dict(e, exchange="b", symbol="BTC/USDT") for e in ev_b],
   }
-  # A feed delivers in time order (stage 1 counts an event older than a closed pane late).
+  # Both feeds were up before the streams' first windows (a window starting before its
+  # feed's first pane is flagged incomplete: test_stages). A feed delivers in time order
+  # (stage 1 counts an event older than a closed pane late).
+  for ex in ("a", "b"):
+    p.raw(
+      "ccxt",
+      "BTC/USDT",
+      {"heartbeat": True, "exchange": ex, "symbol": "BTC/USDT", "ts": T0 - 10_000},
+    )
   p.raw("ccxt", "BTC/USDT", *sorted([*raw["a"], *raw["b"]], key=lambda e: e["ts"]))
   for ex in ("a", "b"):
     p.raw(

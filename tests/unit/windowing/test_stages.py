@@ -94,6 +94,40 @@ def test_backfill_from_before_the_stream_is_not_late_but_a_pane_after_its_window
   assert p.out.counts["s2"]["late"] == 1
 
 
+def test_a_window_starting_before_its_feeds_first_pane_says_so():
+  # A stream's windows from before a feed's first pane reached stage 2 (a backfill reaching
+  # back before the feed existed; a feed that started late): the feed tells nothing of that
+  # time, so those windows are not complete, whatever its progress. A quant would otherwise
+  # read a window with no trade and `complete: true` as a quiet market.
+  clock = FakeClock(T0)
+  twin = {**BTC, "interval_sec": 1, "exchanges": ["ex", "late"]}
+  d = stream("s1", twin, created_ms=T0 - 10_000)
+  p = Pipeline(clock, [d], lateness_ms=10**8)  # no deadline: only progress sends windows
+  first = p.stage2._streams["s1"].next_end_ms
+  p.raw("ccxt", "BTC/USDT", heartbeat(first - 5000, ex="ex"))
+  p.raw("ccxt", "BTC/USDT", *[trade(first + i * 100, 1.0, 1.0, ex="ex") for i in range(40)])
+  assert p.out.windows["s1"] == []  # "late" has not said anything yet: waiting for it
+  # "late" starts 2.5 s after the first window: its first pane (one back) starts at first + 1 s.
+  p.raw(
+    "ccxt", "BTC/USDT", trade(first + 2500, 2.0, 1.0, ex="late"), heartbeat(first + 4000, ex="late")
+  )
+  p.raw("ccxt", "BTC/USDT", heartbeat(first + 4000, ex="ex"))
+  windows = p.out.windows["s1"]
+  assert [w["seq"] for w in windows] == [first + i * 1000 for i in range(5)]
+  flags = [(w["complete"], w.get("missing")) for w in windows]
+  assert flags == [
+    (False, ["ccxt|late|BTC/USDT"]),
+    (False, ["ccxt|late|BTC/USDT"]),
+    (True, None),
+    (True, None),
+    (True, None),
+  ]
+  assert [w["trades"] for w in windows] == [0, 10, 10, 11, 10]
+  # The track's first pane survives a restart (its changelog value).
+  track = p.stage2._tracks[(0, "ccxt|late|BTC/USDT")]
+  assert type(track).from_wire(track.to_wire()).first_ms == first + 1000
+
+
 def test_feed_dying_mid_pane_its_partial_goes_in_and_only_the_rest_counts_late():
   clock = FakeClock(T0)
   d = stream("s1", BTC, created_ms=T0)
