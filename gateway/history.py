@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from bond.gateway.shutdown import bounded
 from bond.topics import stream_topic
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ FETCH_MAX_BYTES = 1 << 20
 CLOCK_MARGIN_MS = 300_000
 RING_GRACE_MS = 1000
 STALL_SEC = 15.0  # no record for this long while the end is not reached: Kafka is away
+STOP_SEC = 3.0  # a reader's consumer closing
 
 
 class HistoryBusy(Exception):
@@ -102,7 +104,9 @@ class HistoryReader:
     return self
 
   async def __aexit__(self, *exc: object) -> None:
-    await self._consumer.stop()
+    # Bounded: a socket whose replay is cut (closed, the gateway stopping) must not wait on
+    # a consumer stuck in its close.
+    await bounded("a history reader", self._consumer.stop, STOP_SEC)
 
   async def pages(
     self, min_seq: int, max_seq: int | None = None

@@ -38,6 +38,7 @@ from bond.gateway.gctune import GcTuning
 from bond.gateway.history import HistoryBusy, HistoryReader, Slots, from_kafka, oldest_ms
 from bond.gateway.resume import ReplayStart
 from bond.gateway.session import NOTHING_SENT, Refused, Session, close_socket
+from bond.gateway.shutdown import bounded
 from bond.gateway.stats import GatewayStats
 from bond.registry import Registry, StreamRecord
 from bond.tokens import TokenError
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 
 MAX_CLIENT_MSGS_PER_SEC = 100
 GO_AWAY_TIMEOUT_SEC = 5.0
-STOP_STEP_SEC = 4.0  # each step of a shutdown after the sockets are closed
+STOP_STEP_SEC = 3.0  # each step of a shutdown after the sockets are closed
+STOP_SEC = 6.0  # all of them
 FLUSH_SEC = 0.5
 RING_PAGE = 500
 GAP_RETRY_SEC = (0.05, 0.1, 0.2, 0.4)
@@ -107,20 +109,20 @@ class Gateway:
     if not self._started:
       return
     self._started = False
-    await self.go_away()
+    # Told to go away before (a signal, the test harness): the sessions were closed then.
+    await self.go_away(1.0 if self.closing else GO_AWAY_TIMEOUT_SEC)
     flusher, self._flusher = self._flusher, None
     if flusher is not None:
       flusher.cancel()
-      await asyncio.gather(flusher, return_exceptions=True)
-    # Each step is bounded: a client library stuck on a connection must not hold the
-    # process's shutdown forever (seen once in CI: over 25 s after a slow socket was cut).
+      await bounded("the gateway's metrics flusher", lambda: asyncio.gather(flusher), 1.0)
+    # Each step is bounded, and so are they all: a client library stuck on a connection must
+    # not hold the process's shutdown (seen in CI: a gateway still stopping after 30 s).
     steps = (("metrics", self.flush_metrics), ("fan-out", self.fanout.stop),
              ("registry", self.registry.stop), ("redis", self.redis.aclose))  # fmt: skip
+    deadline = time.monotonic() + STOP_SEC
     for name, step in steps:
-      try:
-        await asyncio.wait_for(step(), STOP_STEP_SEC)
-      except TimeoutError:
-        log.warning("gateway: stopping its %s took over %.0fs; going on", name, STOP_STEP_SEC)
+      left = min(STOP_STEP_SEC, deadline - time.monotonic())
+      await bounded(f"the gateway's {name}", step, left)
     self.gc.stop()
 
   async def __aenter__(self) -> "Gateway":
