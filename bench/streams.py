@@ -37,10 +37,11 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.gateway.common import cpu_seconds
 from bench.stack import ensure_infra, free_port, write_result
+from bond.agents.state import partition_for
 from bond.compiler import stream_id as make_stream_id
 from bond.registry import RegistryWriter, new_record
 from bond.schemas import StreamSpec
@@ -65,6 +66,14 @@ def quantile(values: list[float], q: float) -> float | None:
     return None
   ordered = sorted(values)
   return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 1)
+
+
+def machine_busy_sec() -> float:
+  """Return the CPU seconds every core of the machine has spent busy (not idle) since boot."""
+  with open("/proc/stat") as stat:
+    fields = [int(x) for x in stat.readline().split()[1:]]
+  idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+  return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def mix_spec(i: int) -> dict[str, Any]:
@@ -296,14 +305,21 @@ async def read_topic(bootstrap: str, topic: str, seen: Seen) -> None:
     await consumer.stop()
 
 
-async def read_path(bootstrap: str, prefix: str, seen: Seen) -> None:
-  """Read the BTC trades of the raw topic and the BTC panes: each window's breakdown."""
+async def read_path(bootstrap: str, prefix: str, sid: str, seen: Seen) -> None:
+  """Read the BTC trades of the raw topic and the 1 s stream's panes: each window's breakdown.
+
+  Only the two partitions that hold them are read, and a pane record is decoded only when it
+  names the feed: the bench shares the machine's two cores with what it measures.
+  """
   raw_topic, panes_topic = prefix + RAW_TOPICS["ccxt"].name, prefix + PANES.name
   feed = "ccxt|binance|BTC/USDT"
-  consumer = AIOKafkaConsumer(raw_topic, panes_topic, bootstrap_servers=bootstrap,
-                              auto_offset_reset="latest")  # fmt: skip
+  raw_tp = TopicPartition(raw_topic, partition_for(b"BTC/USDT", RAW_TOPICS["ccxt"].partitions))
+  panes_tp = TopicPartition(panes_topic, partition_for(sid, PANES.partitions))
+  consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
   await consumer.start()
   try:
+    consumer.assign([raw_tp, panes_tp])
+    await consumer.seek_to_end(raw_tp, panes_tp)
     async for msg in consumer:
       if msg.topic == raw_topic:
         if msg.key != b"BTC/USDT":
@@ -315,7 +331,7 @@ async def read_path(bootstrap: str, prefix: str, seen: Seen) -> None:
         if end not in seen.first_trade:
           seen.first_trade[end] = int(value["ts"])
           seen.raw_record[end] = msg.timestamp
-      else:
+      elif feed.encode() in msg.value:
         value = json.loads(msg.value)
         if value.get("feed") == feed and "progress_ms" in value:
           seen.pane_record.setdefault(int(value["start_ms"]) + 1000, msg.timestamp)
@@ -350,8 +366,10 @@ async def step(
   lag_before = await platform.panes_lag()
   t0_ms = int(time.time() * 1000)
   cpu0, wall0 = cpu_seconds(platform.worker_pid), time.monotonic()
+  own0, busy0 = time.process_time(), machine_busy_sec()
   await asyncio.sleep(measure_sec)
   cpu1, wall1 = cpu_seconds(platform.worker_pid), time.monotonic()
+  own1, busy1 = time.process_time(), machine_busy_sec()
   t1_ms = int(time.time() * 1000)
   lag_after = await platform.panes_lag()
   worker = await platform.worker_stats()
@@ -382,6 +400,10 @@ async def step(
     "panes_lag_end": lag_after,
     "worker_cpu_pct": round(cpu_pct, 1),
     "cpu_pct_per_stream": round(cpu_pct / streams, 3),
+    # What the worker shares its cores with: the bench itself (WebSocket client, readers) and
+    # the machine as a whole (Kafka, the gateway, the sim...), in % of one core.
+    "bench_cpu_pct": round(100 * (own1 - own0) / max(1e-9, wall1 - wall0), 1),
+    "machine_busy_pct": round(100 * (busy1 - busy0) / max(1e-9, wall1 - wall0), 1),
     "add_streams_sec": round(added_sec, 1),
     # How old the newest record of a batch is when each stage reads it (the worker's last
     # 512 batches): a stage that falls behind its input shows here first.
@@ -424,7 +446,7 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
       tasks = [
         asyncio.create_task(read_ws(url, seen)),
         asyncio.create_task(read_topic(bootstrap, topic, seen)),
-        asyncio.create_task(read_path(bootstrap, platform.prefix, seen)),
+        asyncio.create_task(read_path(bootstrap, platform.prefix, sid, seen)),
       ]
       print(f"platform up in {time.monotonic() - started:.0f}s; 1 s stream {sid}")
       header = f"{'streams':>8} {'p50':>7} {'p99':>7} {'topic p99':>9} {'miss':>4} {'no trade':>8} {'incompl':>7} {'panes lag':>14} {'cpu %':>6} {'%/stream':>8} {'s1/s2 read p99':>14}"  # fmt: skip
@@ -442,7 +464,9 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
           f"{leg} {v[0]}/{v[1]}" for leg, v in row["lag_breakdown_ms"].items())
           + f"; worker loop lag p50/p99/max {row['worker_loop_lag_ms']}"
           + f"; sink Kafka ack p99 {row['sink_kafka_ack_p99_ms']}"
-          + f"; GC pause max by generation {row['worker_gc_pause_max_ms']}", flush=True)  # fmt: skip
+          + f"; GC pause max by generation {row['worker_gc_pause_max_ms']}"
+          + f"; bench CPU {row['bench_cpu_pct']}%, machine busy {row['machine_busy_pct']}% "
+          + f"of {100 * (os.cpu_count() or 1)}%", flush=True)  # fmt: skip
         if not row["sustained"] and not keep_going:
           break
     finally:
