@@ -68,12 +68,15 @@ def quantile(values: list[float], q: float) -> float | None:
   return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 1)
 
 
-def machine_busy_sec() -> float:
-  """Return the CPU seconds every core of the machine has spent busy (not idle) since boot."""
+def machine_busy_sec() -> tuple[float, float]:
+  """Return the CPU seconds the machine's cores spent busy (not idle) since boot, and of those
+  the time stolen by the hypervisor (a VM's vCPU waiting for a host CPU)."""
   with open("/proc/stat") as stat:
     fields = [int(x) for x in stat.readline().split()[1:]]
   idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-  return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+  steal = fields[7] if len(fields) > 7 else 0
+  tick = os.sysconf("SC_CLK_TCK")
+  return (sum(fields[:8]) - idle) / tick, steal / tick
 
 
 def mix_spec(i: int) -> dict[str, Any]:
@@ -177,6 +180,20 @@ class Platform:
   @property
   def worker_pid(self) -> int:
     return self.procs["worker"].proc.pid
+
+  def pids(self) -> dict[str, int]:
+    """Return the pid of each part on the machine: the platform's, Kafka's and Redis's."""
+    out = {name: proc.proc.pid for name, proc in self.procs.items()}
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+      try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+      except OSError:
+        continue
+      if b"kafka.Kafka" in cmd:
+        out["kafka"] = int(pid)
+      elif cmd.startswith(b"redis-server") or b"/redis-server" in cmd.split(b"\0")[0]:
+        out["redis"] = int(pid)
+    return out
 
   async def measured_stream(self) -> tuple[str, str]:
     """Create the 1 s BTC stream through the REST API; return its id and WebSocket URL."""
@@ -367,9 +384,12 @@ async def step(
   t0_ms = int(time.time() * 1000)
   cpu0, wall0 = cpu_seconds(platform.worker_pid), time.monotonic()
   own0, busy0 = time.process_time(), machine_busy_sec()
+  pids = platform.pids()
+  parts0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
   await asyncio.sleep(measure_sec)
   cpu1, wall1 = cpu_seconds(platform.worker_pid), time.monotonic()
   own1, busy1 = time.process_time(), machine_busy_sec()
+  parts1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
   t1_ms = int(time.time() * 1000)
   lag_after = await platform.panes_lag()
   worker = await platform.worker_stats()
@@ -403,7 +423,12 @@ async def step(
     # What the worker shares its cores with: the bench itself (WebSocket client, readers) and
     # the machine as a whole (Kafka, the gateway, the sim...), in % of one core.
     "bench_cpu_pct": round(100 * (own1 - own0) / max(1e-9, wall1 - wall0), 1),
-    "machine_busy_pct": round(100 * (busy1 - busy0) / max(1e-9, wall1 - wall0), 1),
+    "machine_busy_pct": round(100 * (busy1[0] - busy0[0]) / max(1e-9, wall1 - wall0), 1),
+    "machine_steal_pct": round(100 * (busy1[1] - busy0[1]) / max(1e-9, wall1 - wall0), 1),
+    "cpu_pct_by_part": {
+      name: round(100 * (parts1[name] - parts0[name]) / max(1e-9, wall1 - wall0), 1)
+      for name in sorted(parts0)
+    },
     "add_streams_sec": round(added_sec, 1),
     # How old the newest record of a batch is when each stage reads it (the worker's last
     # 512 batches): a stage that falls behind its input shows here first.
@@ -466,7 +491,8 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
           + f"; sink Kafka ack p99 {row['sink_kafka_ack_p99_ms']}"
           + f"; GC pause max by generation {row['worker_gc_pause_max_ms']}"
           + f"; bench CPU {row['bench_cpu_pct']}%, machine busy {row['machine_busy_pct']}% "
-          + f"of {100 * (os.cpu_count() or 1)}%", flush=True)  # fmt: skip
+          + f"of {100 * (os.cpu_count() or 1)}% (stolen {row['machine_steal_pct']}%)"
+          + f"; CPU % by part {row['cpu_pct_by_part']}", flush=True)  # fmt: skip
         if not row["sustained"] and not keep_going:
           break
     finally:
