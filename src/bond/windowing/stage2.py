@@ -27,6 +27,7 @@ from bond.windowing.compose import compose_window
 from bond.windowing.feeds import Feed
 from bond.windowing.pane import Pane, PaneRecord, WireError
 from bond.windowing.policy import WatermarkPolicy
+from bond.windowing.stage2_keys import StoreKeys
 from bond.windowing.stage2_state import (  # noqa: F401 - re-exported
   STATE_VERSION,
   FeedTrack,
@@ -63,7 +64,6 @@ class Stage2:
     self.out = out
     self.store = store
     self.clock = clock
-    self.partition_of = partition_of
     self.registry = registry
     self.max_catch_up = max_catch_up  # windows sent per stream per pass when catching up
     self.used_keep_ms = used_keep_ms  # how long a stream remembers the partials it sent
@@ -84,7 +84,7 @@ class Stage2:
     self._streams: dict[str, StreamState] = {}
     self._heap: list[tuple[int, str]] = []
     self._wake: dict[str, int] = {}
-    self._keys: dict[tuple[str, int, str], bytes] = {}
+    self.keys = StoreKeys(partition_of)
     self._put_panes: list[tuple[TrackId, int, Pane]] = []
     self._dirty_tracks: set[TrackId] = set()
     self._dirty_streams: set[str] = set()
@@ -95,29 +95,6 @@ class Stage2:
     self.stats: dict[str, int] = {"panes_in": 0, "replayed": 0, "windows": 0, "incomplete": 0,
                                   "late": 0, "backfill_ignored": 0, "not_owned": 0, "resent": 0}  # fmt: skip
 
-  # ------------------------------------------------------------------ store keys
-
-  def _key(self, kind: str, partition: int, ident: str) -> bytes:
-    """Return the store key of an item, chosen to fall in its partition's changelog."""
-    cache = (kind, partition, ident)
-    key = self._keys.get(cache)
-    if key is None:
-      for n in range(100_000):
-        key = f"{kind}:{partition}:{ident}#{n}".encode()
-        if self.partition_of(key) == partition:
-          break
-      else:  # pragma: no cover - a hash this uneven does not exist
-        raise AssertionError("no key found for the partition")
-      self._keys[cache] = key
-    return key
-
-  @staticmethod
-  def parse_key(key: bytes) -> tuple[str, int, str]:
-    """Return (kind, partition, ident) of a store key."""
-    text = key.decode()
-    kind, partition, rest = text.split(":", 2)
-    return kind, int(partition), rest.rsplit("#", 1)[0]
-
   # ------------------------------------------------------------------ ownership and streams
 
   def assign(self, partitions: Iterable[int], items: Iterable[tuple[bytes, Any]]) -> None:
@@ -125,7 +102,7 @@ class Stage2:
     self.owned = frozenset(partitions)
     self._tracks.clear()
     self._streams.clear()
-    self._keys.clear()
+    self.keys.clear()
     self._put_panes.clear()
     self._dirty_tracks.clear()
     self._dirty_streams.clear()
@@ -133,7 +110,7 @@ class Stage2:
     panes: list[tuple[TrackId, int, Pane]] = []
     for key, value in items:
       try:
-        kind, part, ident = self.parse_key(key)
+        kind, part, ident = self.keys.parse(key)
       except (ValueError, UnicodeDecodeError):
         continue
       if part not in self.owned:
@@ -152,7 +129,7 @@ class Stage2:
         log.warning("stage 2: dropping unreadable state %r: %s", key, err)
         self._deleted.append(key)
         continue
-      self._keys[(kind, part, ident)] = key
+      self.keys.remember(kind, part, ident, key)
     for tid, pane_start, pane in panes:
       self._track(tid).panes[pane_start] = pane
     log.info("stage 2 owns partitions %s: %d streams, %d feed tracks, %d panes restored",
@@ -173,7 +150,7 @@ class Stage2:
     for sid in gone:
       st = self._streams.pop(sid, None)
       if st is not None:
-        self._deleted.append(self._key("s", self._partition(sid, old), sid))
+        self._deleted.append(self.keys.key("s", self._partition(sid, old), sid))
       self._wake.pop(sid, None)
       self._dirty_streams.discard(sid)
       self.out.forget(sid)
@@ -211,23 +188,22 @@ class Stage2:
     d = old.get(sid) or self._all_defs.get(sid)
     if d is not None:
       return d.partition
-    for kind, part, ident in self._keys:
-      if kind == "s" and ident == sid:
-        return part
-    return next(iter(self.owned), 0)
+    part = self.keys.stream_partition(sid)
+    return part if part is not None else next(iter(self.owned), 0)
 
   def _drop_track(self, tid: TrackId) -> None:
     track = self._tracks.pop(tid)
     part, feed_id = tid
     for start in track.panes:
-      self._deleted.append(self._key("q", part, f"{start}:{feed_id}"))
-    self._deleted.append(self._key("f", part, feed_id))
+      self._deleted.append(self.keys.key("q", part, f"{start}:{feed_id}"))
+    self._deleted.append(self.keys.key("f", part, feed_id))
     self._dirty_tracks.discard(tid)
 
-  def _track(self, tid: TrackId) -> FeedTrack:
+  def _track(self, tid: TrackId, first_ms: int = -1) -> FeedTrack:
+    """Return the feed's track here, made on its first pane (`first_ms`: that pane's start)."""
     track = self._tracks.get(tid)
     if track is None:
-      track = self._tracks[tid] = FeedTrack()
+      track = self._tracks[tid] = FeedTrack(first_ms=first_ms)
     return track
 
   # ------------------------------------------------------------------ panes in
@@ -245,9 +221,7 @@ class Stage2:
       tid = (partition, rec.feed_id)
       if tid not in self._users:
         continue  # no stream of this partition uses the feed (any more)
-      track = self._tracks.get(tid)
-      if track is None:
-        track = self._tracks[tid] = FeedTrack(first_ms=rec.start_ms)
+      track = self._track(tid, first_ms=rec.start_ms)
       if offset <= track.offset:
         self.stats["replayed"] += 1
         continue
@@ -461,35 +435,29 @@ class Stage2:
     store = self.store
     for (part, feed_id), start, pane in self._put_panes:
       if start in self._tracks.get((part, feed_id), FeedTrack()).panes:
-        store[self._key("q", part, f"{start}:{feed_id}")] = pane.to_wire()
+        store[self.keys.key("q", part, f"{start}:{feed_id}")] = pane.to_wire()
     self._put_panes.clear()
     for tid in self._dirty_tracks:
       track = self._tracks.get(tid)
       if track is not None:
-        store[self._key("f", tid[0], tid[1])] = track.to_wire()
+        store[self.keys.key("f", tid[0], tid[1])] = track.to_wire()
     self._dirty_tracks.clear()
     for sid in self._dirty_streams:
       st = self._streams.get(sid)
       d = self.defs.get(sid)
       if st is not None and d is not None:
-        store[self._key("s", d.partition, sid)] = st.to_wire()
+        store[self.keys.key("s", d.partition, sid)] = st.to_wire()
     self._dirty_streams.clear()
     for key in self._deleted:
       try:
         del store[key]
       except KeyError:
         pass
-      self._forget_key(key)
+      self.keys.forget(key)
     self._deleted.clear()
     self._flushed_ms = self.clock()
     if self.on_flushed is not None:
       self.on_flushed()
-
-  def _forget_key(self, key: bytes) -> None:
-    try:
-      self._keys.pop(self.parse_key(key), None)
-    except (ValueError, UnicodeDecodeError):
-      pass
 
   def _evict_old(self, tid: TrackId) -> None:
     """Drop panes every stream using the feed has sent the windows of."""
@@ -500,7 +468,7 @@ class Stage2:
     horizon = min(self._streams[s].next_end_ms - self.defs[s].size_ms for s in users)
     for start in [s for s in track.panes if s < horizon]:
       del track.panes[start]
-      self._deleted.append(self._key("q", tid[0], f"{start}:{tid[1]}"))
+      self._deleted.append(self.keys.key("q", tid[0], f"{start}:{tid[1]}"))
     for start in [s for s in track.partials if s < horizon]:
       del track.partials[start]
       self._dirty_tracks.add(tid)
