@@ -177,10 +177,6 @@ class Platform:
       proc = self.procs[name] = Proc(name, cmd, self.env, self.home)
       await asyncio.to_thread(proc.wait_ready, url)
 
-  @property
-  def worker_pid(self) -> int:
-    return self.procs["worker"].proc.pid
-
   def pids(self) -> dict[str, int]:
     """Return the pid of each part on the machine: the platform's, Kafka's and Redis's."""
     out = {name: proc.proc.pid for name, proc in self.procs.items()}
@@ -382,14 +378,17 @@ async def step(
   await asyncio.sleep(warmup_sec)
   lag_before = await platform.panes_lag()
   t0_ms = int(time.time() * 1000)
-  cpu0, wall0 = cpu_seconds(platform.worker_pid), time.monotonic()
-  own0, busy0 = time.process_time(), machine_busy_sec()
-  pids = platform.pids()
+  pids = platform.pids()  # the worker's among them
+  wall0, own0, busy0 = time.monotonic(), time.process_time(), machine_busy_sec()
   parts0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
   await asyncio.sleep(measure_sec)
-  cpu1, wall1 = cpu_seconds(platform.worker_pid), time.monotonic()
-  own1, busy1 = time.process_time(), machine_busy_sec()
+  wall1, own1, busy1 = time.monotonic(), time.process_time(), machine_busy_sec()
   parts1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+  def pct(cpu_sec: float) -> float:
+    """CPU seconds over the measured window, in % of one core."""
+    return 100 * cpu_sec / max(1e-9, wall1 - wall0)
+
   t1_ms = int(time.time() * 1000)
   lag_after = await platform.panes_lag()
   worker = await platform.worker_stats()
@@ -402,7 +401,7 @@ async def step(
   missing = sum(1 for e in ends if e not in seen.ws)
   no_trade = sum(1 for ev in events if not ev.get("trades"))
   incomplete = sum(1 for ev in events if ev.get("complete") is False)
-  cpu_pct = 100 * (cpu1 - cpu0) / max(1e-9, wall1 - wall0)
+  cpu_pct = pct(parts1["worker"] - parts0["worker"])
   p99 = quantile(ws_lags, 0.99)
   streams = n + 1
   row = {
@@ -422,12 +421,11 @@ async def step(
     "cpu_pct_per_stream": round(cpu_pct / streams, 3),
     # What the worker shares its cores with: the bench itself (WebSocket client, readers) and
     # the machine as a whole (Kafka, the gateway, the sim...), in % of one core.
-    "bench_cpu_pct": round(100 * (own1 - own0) / max(1e-9, wall1 - wall0), 1),
-    "machine_busy_pct": round(100 * (busy1[0] - busy0[0]) / max(1e-9, wall1 - wall0), 1),
-    "machine_steal_pct": round(100 * (busy1[1] - busy0[1]) / max(1e-9, wall1 - wall0), 1),
+    "bench_cpu_pct": round(pct(own1 - own0), 1),
+    "machine_busy_pct": round(pct(busy1[0] - busy0[0]), 1),
+    "machine_steal_pct": round(pct(busy1[1] - busy0[1]), 1),
     "cpu_pct_by_part": {
-      name: round(100 * (parts1[name] - parts0[name]) / max(1e-9, wall1 - wall0), 1)
-      for name in sorted(parts0)
+      name: round(pct(parts1[name] - parts0[name]), 1) for name in sorted(parts0)
     },
     "add_streams_sec": round(added_sec, 1),
     # How old the newest record of a batch is when each stage reads it (the worker's last
