@@ -4,6 +4,8 @@ Run with `faust -A bond.agents.app worker -l info`. The agents only move records
 Kafka and the window core, `bond.windowing` (ARCHITECTURE.md).
 """
 
+from pathlib import Path
+
 import faust
 
 from bond.config import get_settings
@@ -11,10 +13,15 @@ from bond.config import get_settings
 settings = get_settings()
 settings.require_safe_secret()
 
+# Faust keeps a folder per app id: under BOND_HOME, not wherever the worker was started.
+FAUST_DIR = Path(settings.bond_home) / "faust"
+FAUST_DIR.mkdir(parents=True, exist_ok=True)
+
 app = faust.App(
   settings.bond_app_id,
   broker=f"kafka://{settings.kafka_bootstrap}",
   store="memory://",
+  datadir=str(FAUST_DIR / "{conf.name}-data"),
   key_serializer="raw",
   value_serializer="raw",
   topic_partitions=4,

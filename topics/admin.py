@@ -64,12 +64,12 @@ class TopicAdmin:
 
   async def ensure(self, specs: tuple[TopicSpec, ...] | list[TopicSpec] | None = None) -> list[str]:
     """Create the topics that do not exist yet (the catalog by default) and align the
-    retention of those that do; return the names created."""
+    retention (and index size) of those that do; return the names created."""
     if specs is None:
       specs = catalog(self.raw_retention_ms)
     have = await self.existing()
     missing = [s for s in specs if s.name not in have]
-    await self.align_retention([s for s in specs if s.name in have])
+    await self.align_configs([s for s in specs if s.name in have])
     if not missing:
       return []
     new = [
@@ -106,12 +106,15 @@ class TopicAdmin:
       timeout_sec,
     )
 
-  async def retention_of(self, names: list[str]) -> dict[str, int | None]:
-    """Return each topic's `retention.ms` (None when the answer lacks it)."""
+  # Topic configs `ensure` keeps as the spec says on topics that already exist.
+  ALIGNED = ("retention.ms", "segment.index.bytes")
+
+  async def configs_of(self, names: list[str], keys: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Return each topic's value of these config keys (a key the answer lacks is left out)."""
     if not names:
       return {}
-    asked = [ConfigResource(ConfigResourceType.TOPIC, n, {"retention.ms": None}) for n in names]
-    found: dict[str, int | None] = dict.fromkeys(names)
+    asked = [ConfigResource(ConfigResourceType.TOPIC, n, dict.fromkeys(keys)) for n in names]
+    found: dict[str, dict[str, str]] = {n: {} for n in names}
     for resp in await self._client.describe_configs(asked):
       # (error_code, error_message, resource_type, resource_name, [(name, value, ...)])
       for resource in resp.resources:
@@ -119,15 +122,23 @@ class TopicAdmin:
         if code:
           raise KafkaError(f"cannot read the configs of topic {name}: error {code} {resource[1]}")
         for entry in entries:
-          if entry[0] == "retention.ms" and entry[1] is not None:
-            found[name] = int(entry[1])
+          if entry[0] in keys and entry[1] is not None:
+            found[name][entry[0]] = entry[1]
     return found
 
-  async def align_retention(self, specs: list[TopicSpec]) -> list[str]:
-    """Set `retention.ms` of existing topics whose retention differs from their spec's."""
-    wanted = {s.name: s for s in specs if s.retention_ms is not None}
-    current = await self.retention_of(list(wanted))
-    stale = [wanted[n] for n, ms in current.items() if ms != wanted[n].retention_ms]
+  async def retention_of(self, names: list[str]) -> dict[str, int | None]:
+    """Return each topic's `retention.ms` (None when the answer lacks it)."""
+    found = await self.configs_of(names, ("retention.ms",))
+    return {n: int(c["retention.ms"]) if "retention.ms" in c else None for n, c in found.items()}
+
+  async def align_configs(self, specs: list[TopicSpec]) -> list[str]:
+    """Set the ALIGNED configs (retention, index size) of existing topics that differ from
+    their spec's; return the names changed."""
+    wanted = {s.name: {k: v for k, v in s.configs().items() if k in self.ALIGNED} for s in specs}
+    current = await self.configs_of([n for n, w in wanted.items() if w], self.ALIGNED)
+    by_name = {s.name: s for s in specs}
+    stale = [by_name[n] for n, have in current.items()
+             if any(have.get(k) != v for k, v in wanted[n].items())]  # fmt: skip
     if not stale:
       return []
     # AlterConfigs (not incremental) replaces a topic's whole dynamic config: send all of it.
@@ -135,16 +146,16 @@ class TopicAdmin:
     for resp in await self._client.alter_configs(changes):
       for code, message, _type, name in resp.resources:
         if code:
-          raise KafkaError(f"cannot set the retention of topic {name}: error {code} {message}")
-    log.info("retention set on %s", {s.name: s.retention_ms for s in stale})
+          raise KafkaError(f"cannot set the configs of topic {name}: error {code} {message}")
+    log.info("configs set on %s", {s.name: wanted[s.name] for s in stale})
     return [s.name for s in stale]
 
   async def align_stream_topics(self, stream_ids: list[str]) -> list[str]:
     """Move the existing topics of these streams to `stream_retention_ms` (topics made
-    under another BOND_HISTORY_HOURS); return the names changed."""
+    under another BOND_HISTORY_HOURS) and the stream index size; return the names changed."""
     have = await self.existing()
     specs = [stream_topic(sid, self.stream_retention_ms) for sid in stream_ids]
-    return await self.align_retention([s for s in specs if s.name in have])
+    return await self.align_configs([s for s in specs if s.name in have])
 
   async def create_stream_topic(self, stream_id: str) -> str:
     """Create `bond.stream.<id>` (kept `stream_retention_ms`) if missing; return its name."""

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from bench.chaos.clients import digest
-from bond.windowing.audit import RawIndex, Recount, classify
+from bond.windowing.audit import RawIndex, Recount, classify, classify_empty
 from bond.wire import stream_key
 
-__all__ = ["RawIndex", "Recount", "classify"]
+__all__ = ["RawIndex", "Recount", "classify", "classify_empty"]
 
 RAW_RECOMPUTE_LIMIT = 3_000_000  # records of bond.raw.ccxt beyond which recomputing is not cheap
 

@@ -97,7 +97,7 @@ async def run_chaos(cfg: Config, home: Path, results_path: Path | None = None) -
         "not_recovered": bool(fault and fault["recovered_sec"] is None),
         "max_lateness_s": r.get("max_lateness_s", 0.0), "mismatch": r.get("mismatch", 0),
         "not_in_kafka": r.get("not_in_kafka", 0), "raw_mismatch": r.get("raw_mismatch", 0), "raw_late": r.get("raw_late", 0), "raw_flagged": r.get("raw_flagged", 0), "empty_flagged": r.get("empty_flagged", 0),
-        "trades_in_windows": r.get("trades_in_windows", 0), "empty": r.get("empty", 0), "trades_not_ingested": r.get("trades_not_ingested", 0),
+        "trades_in_windows": r.get("trades_in_windows", 0), "empty": r.get("empty", 0), "empty_sim_idle": r.get("empty_sim_idle", 0), "trades_not_ingested": r.get("trades_not_ingested", 0),
       })  # fmt: skip
     result.update(checked)
     result["table"] = rows
@@ -138,6 +138,10 @@ async def run_chaos(cfg: Config, home: Path, results_path: Path | None = None) -
         "windows short of on-time trades, flagged complete: false (sent before every feed passed)",
       ),
       ("empty_flagged", "windows without any trade, flagged complete: false"),
+      (
+        "empty_sim_idle",
+        "windows without any trade because the sim stamped none in them (its loop held)",
+      ),
       (
         "raw_late",
         "windows short only of trades backfilled after their lateness (late by contract)",

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ from bond.schemas import StreamSpec
 from bond.tokens import sign
 from bond.topics import stream_topic
 from bond.topics.admin import TopicAdmin
+from bond.topics.catalog import STREAM_INDEX_BYTES
 from bond.wire import iso_ms, metrics_key, stream_key
 from tests.conftest import ROOT, free_port
 from tests.integration.gateways import GatewayServer, event, wait_until
@@ -417,6 +419,26 @@ async def test_bond_export_writes_a_file_that_reads_back(history, tmp_path, suff
   assert not gaps(seqs) and seqs[-1] == history.written[-1]
   assert len(seqs) >= 2 * HOUR_MS // STEP_MS - 10
   assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
+
+
+async def test_stream_topics_get_small_index_files_and_old_ones_are_moved(infra, unique):
+  # Kafka's index files are sparse and mmapped: at its 10 MiB default, a stream topic's first
+  # index entry faulted in up to the disk's read-ahead of zeroed pages, and a produce request
+  # naming hundreds of new stream topics was held for seconds (bench.streams at 500 streams).
+  sid = unique("idx")
+  spec = stream_topic(sid)
+  keys = ("segment.index.bytes", "retention.ms")
+  async with TopicAdmin(infra["bootstrap"]) as admin:
+    try:
+      await admin.ensure([replace(spec, extra={})])  # a topic made before the setting
+      before = (await admin.configs_of([spec.name], keys))[spec.name]
+      assert before["segment.index.bytes"] == "262144"  # the dev stack broker's default
+      assert await admin.ensure([spec]) == []  # there already: aligned, not created
+      after = (await admin.configs_of([spec.name], keys))[spec.name]
+      assert after == {"segment.index.bytes": str(STREAM_INDEX_BYTES),
+                       "retention.ms": before["retention.ms"]}  # fmt: skip
+    finally:
+      await admin.delete_stream_topic(sid)
 
 
 async def test_topic_retention_follows_the_settings(history, infra, unique):

@@ -115,6 +115,10 @@ def broker_properties(home: Path, kafka_port: int, controller_port: int) -> Path
         "delete.topic.enable=true",
         "log.retention.hours=24",
         "log.segment.bytes=67108864",
+        # Index files are preallocated sparse and read through mmap: their first fault pulls
+        # in up to the disk's read-ahead of zeroed pages (8 MiB here) per index. 256 KiB still
+        # indexes a whole 64 MiB segment (ARCHITECTURE.md "Topics and tables").
+        "log.index.size.max.bytes=262144",
         "",
       ]
     )

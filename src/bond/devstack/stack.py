@@ -138,6 +138,7 @@ class DevStack:
       "BOND_SIM_PORT": str(self.sim_port),
       "API_PORT": str(self.api_port),  # the API's /mcp calls the API back on it
       "PYTHONUNBUFFERED": "1",
+      "BOND_HOME": str(self.home),
     }
     env.update(self.env)
     return env

@@ -81,3 +81,21 @@ def classify(event: dict[str, Any], got: Recount) -> str | None:
   if got.holds(trades, volume):
     return "raw_late"
   return "raw_flagged" if event.get("complete") is False else "raw_mismatch"
+
+
+def classify_empty(event: dict[str, Any], got: Recount | None) -> str | None:
+  """Return what a window of a trading market with no trade in it is, or None if it has some.
+
+  - `empty_sim_idle`: the raw topic holds no trade stamped in the window either, so the
+    exchange made none there (the sim stamps a late tick's trades with the tick's time when
+    its loop is held); the window is right. Trades lost before the raw topic are caught by
+    their trade-id gaps, not here;
+  - `empty_flagged`: no trade, and the window says it is not complete;
+  - `empty`: no trade, claiming to be complete, while the exchange traded (or the raw topic
+    could not be read, `got` None): a failure of the chaos verdict.
+  """
+  if event.get("trades"):
+    return None
+  if got is not None and got.n == 0:
+    return "empty_sim_idle"
+  return "empty_flagged" if event.get("complete") is False else "empty"

@@ -1,6 +1,6 @@
 """The window audit (the chaos verdict's recount): a window short of on-time trades fails unless it says so."""
 
-from bond.windowing.audit import RawIndex, classify
+from bond.windowing.audit import RawIndex, classify, classify_empty
 
 END = 10_000
 
@@ -34,3 +34,18 @@ def test_windows_are_classified_by_what_they_lack_and_whether_they_say_so():
   assert kind(window(1, 1.0)) == "raw_mismatch"
   assert kind(window(1, 1.0, complete=False)) == "raw_flagged"
   assert kind(window(0, 0.0)) == "raw_mismatch"
+
+
+def test_an_empty_window_is_right_only_where_the_raw_topic_has_no_trade_either():
+  index = RawIndex(RAW)
+  traded = index.recount(window(0, 0.0), ["ex"], lateness_ms=1000)
+  idle = RawIndex({("ex", "BTC/USDT"): [(10_000, 8.0, "4", 10_100)]}).recount(
+    window(0, 0.0), ["ex"], lateness_ms=1000
+  )
+  assert classify_empty(window(3, 7.0), traded) is None
+  assert classify_empty(window(0, 0.0), traded) == "empty"
+  assert classify_empty(window(0, 0.0, complete=False), traded) == "empty_flagged"
+  # The exchange stamped no trade in the window (the sim's loop was held past it).
+  assert classify_empty(window(0, 0.0), idle) == "empty_sim_idle"
+  # The raw topic could not be read: nothing excuses an empty window claiming complete.
+  assert classify_empty(window(0, 0.0), None) == "empty"
