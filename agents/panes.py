@@ -167,7 +167,7 @@ class RawReader(TableReader):
       progress = None if o.partial else o.start_ms + PANE_MS
       # The pane's own end: a later pane of the same batch may not have arrived yet.
       for part, sids in state.feed_partitions(o.feed_id, PANES.partitions).items():
-        rec = PaneRecord(o.feed_id, o.start_ms, o.pane, sids, progress)
+        rec = PaneRecord(o.feed_id, o.start_ms, o.pane, sids, progress, o.opened)
         out.append((part, json.dumps(rec.to_wire(), separators=(",", ":")).encode()))
     return out
 

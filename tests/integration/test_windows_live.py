@@ -294,6 +294,12 @@ async def test_several_symbols_fill_by_symbol_and_deleted_stream_stops(deploymen
   worker = worker_factory().start()
   # A window comfortably after the worker is ready (it may take a while on a loaded machine).
   w0 = -(-int(time.time() * 1000) // 1000) * 1000 + 2000
+  # Every feed is heard of from the window's start (the BTC tweets feed says nothing else):
+  # a window from before a feed's data begins would say it lacks that feed.
+  for base in ("BTC", "ETH"):
+    await deployment.send(
+      "bond.raw.x", base, heartbeat=True, source="twitter", exchange="x", symbol=base, ts=w0
+    )
   await deployment.send(
     "bond.raw.ccxt", "BTC/USDT", **trade(ex, "BTC/USDT", w0 + 1, 50000.0, 0.5, 1)
   )

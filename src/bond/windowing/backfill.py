@@ -159,7 +159,8 @@ class BackfillRun:
       for o in self.stage1.close(st):
         if o.feed_id not in self.feed_ids:
           continue
-        rec = PaneRecord(o.feed_id, o.start_ms, o.pane, [self.stream_id], o.start_ms + self.pane_ms)
+        rec = PaneRecord(o.feed_id, o.start_ms, o.pane, [self.stream_id], o.start_ms + self.pane_ms,
+                         o.opened)  # fmt: skip
         # The same JSON round trip as through bond.panes, so the numbers are the live ones.
         wire = json.loads(json.dumps(rec.to_wire(), separators=(",", ":")))
         self._pane_offset += 1

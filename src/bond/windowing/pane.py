@@ -116,6 +116,9 @@ class PaneRecord:
   pane: Pane
   stream_ids: list[str] = field(default_factory=list)
   progress_ms: int | None = None
+  # The empty pane stage 1 opened back for a feed it had just heard of: the feed's data
+  # begins at its end (stage 2's `FeedTrack.first_ms`).
+  opened: bool = False
 
   @property
   def partial(self) -> bool:
@@ -129,6 +132,8 @@ class PaneRecord:
       out["progress_ms"] = self.progress_ms
     out["pane"] = self.pane.to_wire()
     out["streams"] = self.stream_ids
+    if self.opened:
+      out["opened"] = True
     return out
 
   @classmethod
@@ -145,6 +150,7 @@ class PaneRecord:
         pane=Pane.from_wire(data["pane"]),
         stream_ids=[str(s) for s in data["streams"]],
         progress_ms=None if progress is None else int(progress),
+        opened=data.get("opened") is True,
       )
     except (TypeError, ValueError, KeyError) as err:
       raise WireError(f"malformed pane record: {err!r}") from err

@@ -69,6 +69,8 @@ class PaneOut:
   start_ms: int
   pane: Pane
   partial: bool = False
+  # The empty pane opened one back for a feed just heard of: nothing is known of its time.
+  opened: bool = False
 
 
 class Stage1:
@@ -95,6 +97,8 @@ class Stage1:
     self.late_by_feed: dict[str, int] = {}
     # (source, raw key, feed id) -> when a pane of that feed last took an event (wall ms)
     self._touched: dict[tuple[str, str, str], int] = {}
+    # feed id -> start of the pane opened back when the feed was first heard of, until it closes
+    self._opened: dict[str, int] = {}
 
   def apply(
     self, st: KeyState, source: str, key: str, offset: int, raw: Mapping[str, Any]
@@ -116,6 +120,7 @@ class Stage1:
       # Start one (empty) pane back, so even a feed first heard of through a heartbeat
       # closes a pane at once and tells stage 2 how far it has got.
       fp = st.feeds[feed.id] = FeedPanes(0, window_start(ts_ms, self.pane_ms) - self.pane_ms)
+      self._opened[feed.id] = fp.closed_until_ms
     if raw.get("heartbeat"):
       fp.progress_ms = max(fp.progress_ms, ts_ms)
       return None
@@ -145,8 +150,9 @@ class Stage1:
       if upto <= fp.closed_until_ms:
         continue
       start = max(fp.closed_until_ms, upto - self.max_empty_panes * self.pane_ms)
+      opened = self._opened.pop(feed_id, None)
       while start < upto:
-        out.append(PaneOut(feed_id, start, fp.panes.pop(start, Pane())))
+        out.append(PaneOut(feed_id, start, fp.panes.pop(start, Pane()), opened=start == opened))
         start += self.pane_ms
       for stale in [s for s in fp.panes if s < upto]:
         del fp.panes[stale]

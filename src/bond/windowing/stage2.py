@@ -200,7 +200,7 @@ class Stage2:
     self._dirty_tracks.discard(tid)
 
   def _track(self, tid: TrackId, first_ms: int = -1) -> FeedTrack:
-    """Return the feed's track here, made on its first pane (`first_ms`: that pane's start)."""
+    """Return the feed's track here, made on its first pane (`first_ms`: where its data begins)."""
     track = self._tracks.get(tid)
     if track is None:
       track = self._tracks[tid] = FeedTrack(first_ms=first_ms)
@@ -221,7 +221,7 @@ class Stage2:
       tid = (partition, rec.feed_id)
       if tid not in self._users:
         continue  # no stream of this partition uses the feed (any more)
-      track = self._track(tid, first_ms=rec.start_ms)
+      track = self._track(tid, first_ms=rec.start_ms + (self.pane_ms if rec.opened else 0))
       if offset <= track.offset:
         self.stats["replayed"] += 1
         continue

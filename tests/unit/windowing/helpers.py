@@ -106,7 +106,9 @@ class Pipeline:
       sids = [s for s, d in self.stage2.defs.items() if any(f.id == o.feed_id for f in d.feeds)]
       # the record carries a copy, as Kafka would
       pane = Pane.from_wire(o.pane.to_wire())
-      recs.append((0, self.offset, PaneRecord(o.feed_id, o.start_ms, pane, sids, progress)))
+      recs.append(
+        (0, self.offset, PaneRecord(o.feed_id, o.start_ms, pane, sids, progress, o.opened))
+      )
     return recs
 
   def raw(self, source: str, key: str, *events: dict[str, Any]) -> None:

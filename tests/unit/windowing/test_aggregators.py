@@ -145,7 +145,11 @@ def test_pane_record_roundtrips_and_refuses_other_versions():
   rec = PaneRecord("ccxt|ex|BTC/USDT", 1000, pane, ["s1"], 2000)
   back = PaneRecord.from_wire(rec.to_wire())
   assert back == rec and not back.partial
-  assert "e" not in rec.to_wire()
+  assert "e" not in rec.to_wire() and "opened" not in rec.to_wire()
+  # The empty pane stage 1 opened back for a feed just heard of says so (a record without
+  # the field, written before it existed, is an ordinary pane).
+  opened = PaneRecord("ccxt|ex|BTC/USDT", 0, Pane(), ["s1"], 1000, opened=True)
+  assert PaneRecord.from_wire(opened.to_wire()).opened is True
   with pytest.raises(WireError, match="version"):
     PaneRecord.from_wire({**rec.to_wire(), "v": 99})
   with pytest.raises(WireError):
