@@ -137,6 +137,9 @@ class Connector:
     """Return whether `feed` is catching up (its progress must not run ahead)."""
     return self._held.get(feed, 0.0) > time.monotonic()
 
+  async def before_heartbeat(self, feed: tuple[str, str], ts: int) -> None:
+    """Emit what waited for the feed's progress to reach `ts` (a heartbeat is about to)."""
+
   def touch(self, feed: tuple[str, str]) -> None:
     """Mark a feed as active now (it will not need a heartbeat for a while)."""
     self._last_event[feed] = time.monotonic()
@@ -168,6 +171,8 @@ class Connector:
         if self._held and self._held.get(feed, 0) > now:
           continue
         if now - last >= self.heartbeat_sec:
-          await self.queue.put(self.heartbeat(feed))
+          beat = self.heartbeat(feed)
+          await self.before_heartbeat(feed, beat.ts)
+          await self.queue.put(beat)
           self.stats["heartbeats"] += 1
           self._last_event[feed] = now

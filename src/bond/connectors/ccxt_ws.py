@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 PAGE = 1000
 MAX_BACKFILL_PAGES = 50
-MAX_PARKED = 10_000  # liquidations of one feed kept while its trades are backfilled
+MAX_PARKED = 10_000  # tickers and liquidations of one feed waiting for its trades
 
 
 class CcxtWsFeed(Connector):
@@ -82,8 +82,10 @@ class CcxtWsFeed(Connector):
     self._ws: dict[str, Any] = {}
     self._rest: dict[str, Any] = {}
     self._dedupe: dict[tuple[str, str], TradeDedupe] = {}
-    # Liquidations received while the feed's trades are being backfilled: sent in time order
-    # with those trades, since a later time sent first would close panes the trades belong to.
+    # Tickers and liquidations wait for the feed's trades (or a heartbeat) to reach their
+    # time: they come over other connections, and a later time sent first would close panes
+    # that trades still on their way belong to (a trade connection closed for being slow,
+    # its loss not noticed yet; a gap being backfilled). Sent in time order with the trades.
     self._parked: dict[tuple[str, str], list[RawTick]] = {}
     self._resumed: set[tuple[str, str]] = set()
 
@@ -177,7 +179,7 @@ class CcxtWsFeed(Connector):
           self.stats["duplicates_dropped"] += 1
       if fresh and not reconnected:
         self.release_heartbeats(feed)  # the gap is backfilled and live trades flow again
-        await self._emit_parked(feed)
+        await self._emit_until(feed, fresh[-1].ts)
 
   def resume_from(self, exchange: str, symbol: str, trade_id: str, ts: int) -> None:
     """Continue after `trade_id`, the last trade an earlier run published: the gap is backfilled."""
@@ -280,7 +282,7 @@ class CcxtWsFeed(Connector):
       self.stats["tickers"] += 1
       if self.held(feed):
         continue  # a ticker's time would claim progress past the trades still being backfilled
-      await self.emit(tick, feed)
+      self._park(feed, tick)
 
   async def _liquidations_loop(self, exchange: str, symbol: str) -> None:
     client = self._ws[exchange]
@@ -303,23 +305,26 @@ class CcxtWsFeed(Connector):
           self.stats["invalid"] += 1
           continue
         self.stats["liquidations"] += 1
-        if self.held(feed):
-          parked = self._parked.setdefault(feed, [])
-          if len(parked) < MAX_PARKED:
-            insort(parked, tick, key=lambda t: t.ts)
-          else:
-            self.stats["parked_dropped"] = self.stats.get("parked_dropped", 0) + 1
-          continue
-        await self._emit_parked(feed)  # a hold that ran out: what waited goes first
-        await self.emit(tick, feed)
+        self._park(feed, tick)
+
+  def _park(self, feed: tuple[str, str], tick: RawTick) -> None:
+    """Keep a ticker or liquidation until the feed's trades or a heartbeat reach its time."""
+    parked = self._parked.setdefault(feed, [])
+    if len(parked) < MAX_PARKED:
+      insort(parked, tick, key=lambda t: t.ts)
+    else:
+      self.stats["parked_dropped"] = self.stats.get("parked_dropped", 0) + 1
+
+  async def _emit_until(self, feed: tuple[str, str], ts: int) -> None:
+    """Emit the feed's parked events that are not later than `ts`."""
+    parked = self._parked.get(feed)
+    while parked and parked[0].ts <= ts:
+      await self.emit(parked.pop(0), feed)
+
+  async def before_heartbeat(self, feed: tuple[str, str], ts: int) -> None:
+    await self._emit_until(feed, ts)
 
   async def _emit_after_parked(self, tick: RawTick, feed: tuple[str, str]) -> None:
-    """Emit a trade, after the parked liquidations of its feed that are not later than it."""
-    parked = self._parked.get(feed)
-    while parked and parked[0].ts <= tick.ts:
-      await self.emit(parked.pop(0), feed)
+    """Emit a trade, after the parked events of its feed that are not later than it."""
+    await self._emit_until(feed, tick.ts)
     await self.emit(tick, feed)
-
-  async def _emit_parked(self, feed: tuple[str, str]) -> None:
-    for tick in self._parked.pop(feed, []):
-      await self.emit(tick, feed)

@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from bond.sim._server import LocalServer
 from bond.sim.binance_rest import BinanceRest
 from bond.sim.binance_ws import (
+  Conn,
   StreamHub,
   agg_trade_msg,
   force_order_msg,
@@ -66,6 +67,9 @@ class SimExchange:
     self.stats: dict[str, int] = {"trades": 0, "liquidations": 0, "connections": 0, "dropped": 0}
     self._hub = StreamHub(self.stats, max_client_queue)
     self._paused = False
+    # Trade messages held back from their sockets (`hold_trades`): a slow trade connection
+    # while the ticker and liquidation streams keep flowing.
+    self._held_trades: list[tuple[set[Conn], str, str]] | None = None
     self._gen_task: asyncio.Task[None] | None = None
     app = Starlette(routes=[*BinanceRest(self.markets).routes(), *self._hub.routes()])
     self._server = LocalServer(app, host=host, port=port)
@@ -131,6 +135,17 @@ class SimExchange:
     """Produce trades again."""
     self._paused = False
 
+  def hold_trades(self) -> None:
+    """Keep every trade message from its sockets until `release_trades` (other streams flow)."""
+    if self._held_trades is None:
+      self._held_trades = []
+
+  def release_trades(self) -> None:
+    """Send the held trade messages, in order."""
+    held, self._held_trades = self._held_trades or [], None
+    for conns, stream, payload in held:
+      self._hub.fanout(conns, stream, payload)
+
   async def drop_connections(self) -> int:
     """Close every WebSocket connection (clients must reconnect); return how many."""
     return await self._hub.drop_all()
@@ -169,7 +184,9 @@ class SimExchange:
     for _ in range(n):
       trade = m.trade(self.rng, self.volatility, ts)
       self.stats["trades"] += 1
-      if trade_subs:
+      if trade_subs and self._held_trades is not None:
+        self._held_trades.append((set(trade_subs), f"{lower}@trade", trade_msg(m, trade)))
+      elif trade_subs:
         hub.fanout(trade_subs, f"{lower}@trade", trade_msg(m, trade))
       if agg_subs:
         hub.fanout(agg_subs, f"{lower}@aggTrade", agg_trade_msg(m, trade))
