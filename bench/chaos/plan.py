@@ -13,6 +13,8 @@ SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "DOGE/USDT", "XRP/USDT", "LINK/US
 INTERVALS = [1, 2, 3, 5, 10]
 KINDS = ["ccxt", "ccxt+twitter", "ccxt_liq", "ccxt_2ex", "twitter", "onchain+ccxt", "multi"]
 LATENESS_MS: int = Settings.model_fields["bond_lateness_ms"].default  # the run keeps the default
+# The exchanges of a stream that names none (the run keeps BOND_EXCHANGES' default).
+EXCHANGES: list[str] = Settings.model_fields["bond_exchanges"].default.split(",")
 REDIS_LIVE_LATE_MS = 3000  # lateness (1 s) plus delivery: live windows during a Redis outage
 ON_TIME_MS = (
   2500  # a window delivered later than this after its end counts as late in the tail check

@@ -5,7 +5,7 @@ from typing import Any
 
 from bench.chaos import check
 from bench.chaos.harness import Run
-from bench.chaos.plan import LATENESS_MS, ON_TIME_MS, REDIS_LIVE_LATE_MS, say
+from bench.chaos.plan import EXCHANGES, LATENESS_MS, ON_TIME_MS, REDIS_LIVE_LATE_MS, say
 
 
 async def verdict(
@@ -65,7 +65,7 @@ async def verdict(
       spec = info["spec"]
       if not any(s["type"] == "ccxt" for s in spec["sources"]):
         continue
-      exchanges = spec.get("exchanges") or ["binance", "okx", "bybit"]
+      exchanges = spec.get("exchanges") or EXCHANGES
       # The first and last windows may straddle the raw topic's ends.
       for seq in sorted(kafka[sid]["first"])[1:-1]:
         event = kafka[sid]["first"][seq]
@@ -93,7 +93,7 @@ async def verdict(
                        for f in run.faults)  # fmt: skip
         if event.get("trades") or sim_down or seq == min(kafka[sid]["first"]):
           continue
-        exchanges = info["spec"].get("exchanges") or ["binance", "okx", "bybit"]
+        exchanges = info["spec"].get("exchanges") or EXCHANGES
         found = index.recount(event, exchanges, LATENESS_MS) if index is not None else None
         kind = check.classify_empty(event, found)
         if kind is not None:
