@@ -179,7 +179,6 @@ class CcxtWsFeed(Connector):
           self.stats["duplicates_dropped"] += 1
       if fresh and not reconnected:
         self.release_heartbeats(feed)  # the gap is backfilled and live trades flow again
-        await self._emit_until(feed, fresh[-1].ts)
 
   def resume_from(self, exchange: str, symbol: str, trade_id: str, ts: int) -> None:
     """Continue after `trade_id`, the last trade an earlier run published: the gap is backfilled."""
