@@ -32,6 +32,11 @@ from tests.conftest import ROOT, free_port
 STEP_MS = 1000  # the test streams' interval: one window per second of `seq`
 
 
+def tampered(token: str) -> str:
+  """Return the token with the last hex digit of its signature changed (never to itself)."""
+  return token[:-1] + ("1" if token.endswith("0") else "0")
+
+
 def event(sid: str, seq: int, pad: int = 0) -> dict[str, Any]:
   """Return one AggregatedEvent as JSON-able data, optionally padded to make big frames."""
   start = seq - STEP_MS

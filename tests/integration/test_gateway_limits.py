@@ -22,7 +22,13 @@ from bond.config import Settings
 from bond.registry import new_record
 from bond.schemas import StreamSpec
 from bond.tokens import sign
-from tests.integration.gateways import STEP_MS, GatewayServer, WindowWriter, wait_until
+from tests.integration.gateways import (
+  STEP_MS,
+  GatewayServer,
+  WindowWriter,
+  tampered,
+  wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +73,7 @@ async def test_a_socket_is_closed_4401_at_expiry_unless_the_client_refreshed(
   liar = await websockets.connect(gateway.url(sid, short))
   await wait_until(lambda: gateway.gateway.fanout.listening(sid) == 3)
   await keen.send(json.dumps({"type": wire.REFRESH, "token": sign(sid, 60)}))
-  await liar.send(json.dumps({"type": wire.REFRESH, "token": sign(sid, 60)[:-1] + "0"}))
+  await liar.send(json.dumps({"type": wire.REFRESH, "token": tampered(sign(sid, 60))}))
   code, reason = await close_code(liar, 5)
   assert code == wire.BAD_TOKEN and "bad_signature" in reason
   started = time.monotonic()
