@@ -8,6 +8,13 @@ from bench.chaos.harness import Run
 from bench.chaos.plan import EXCHANGES, LATENESS_MS, ON_TIME_MS, REDIS_LIVE_LATE_MS, say
 
 
+def trade_exchanges(spec: dict[str, Any]) -> list[str] | None:
+  """Return the exchanges a stream's trades come from, None when it reads no trades."""
+  if not any(s["type"] == "ccxt" for s in spec["sources"]):
+    return None
+  return spec.get("exchanges") or EXCHANGES
+
+
 async def verdict(
   run: Run, phases: list[tuple[str, int]], t_stop: int, summaries: dict[int, dict[str, Any]]
 ) -> dict[str, Any]:
@@ -62,10 +69,9 @@ async def verdict(
   index = check.RawIndex(trades) if trades else None
   if index is not None:
     for sid, info in run.streams.items():
-      spec = info["spec"]
-      if not any(s["type"] == "ccxt" for s in spec["sources"]):
+      exchanges = trade_exchanges(info["spec"])
+      if exchanges is None:
         continue
-      exchanges = spec.get("exchanges") or EXCHANGES
       # The first and last windows may straddle the raw topic's ends.
       for seq in sorted(kafka[sid]["first"])[1:-1]:
         event = kafka[sid]["first"][seq]
@@ -84,7 +90,8 @@ async def verdict(
   for phase, n in (check.trade_id_gaps(trades, phases) if trades else {}).items():
     rows.setdefault(phase, Counter())["trades_not_ingested"] += n
   for sid, info in run.streams.items():
-    if any(s["type"] == "ccxt" for s in info["spec"]["sources"]):
+    exchanges = trade_exchanges(info["spec"])
+    if exchanges is not None:
       size = int(info["spec"]["interval_sec"]) * 1000
       for seq, event in kafka[sid]["first"].items():
         phase = check.phase_of(seq, phases)
@@ -93,7 +100,6 @@ async def verdict(
                        for f in run.faults)  # fmt: skip
         if event.get("trades") or sim_down or seq == min(kafka[sid]["first"]):
           continue
-        exchanges = info["spec"].get("exchanges") or EXCHANGES
         found = index.recount(event, exchanges, LATENESS_MS) if index is not None else None
         kind = check.classify_empty(event, found)
         if kind is not None:
