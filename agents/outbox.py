@@ -77,6 +77,14 @@ class Recent:
     for value in values:
       self.add(value)
 
+  @classmethod
+  def union(cls, parts: list["Recent"]) -> "Recent":
+    """Return one reservoir holding the samples of all `parts` (to read percentiles from)."""
+    out = cls(sum(len(p) for p in parts))
+    out.ranked = sorted(x for p in parts for x in p.ranked)
+    out.order.extend(out.ranked)
+    return out
+
   def summary(self, name: str) -> dict[str, float | None]:
     """Return `{name}_p50_ms`, `_p99_ms` and `_max_ms` of the samples (None when empty)."""
     return {

@@ -10,8 +10,8 @@ Output cost does not grow with what one stream does to the others:
   too large or invalid) is dropped, counted in the stream's `dropped` and logged once;
 - Redis gets the windows of a round in one script call (an XADD each, trimmed by time as
   it goes in): redis-py's cost is per command, and it was most of the output's CPU;
-- metrics are one script call a second for all streams, their percentiles read from
-  sorted reservoirs.
+- metrics are one script call a second per 200 streams, their percentiles read from sorted
+  reservoirs (latency ones per feed, shared by the streams of the same feeds).
 """
 
 import asyncio
@@ -40,17 +40,19 @@ from bond.agents.sink_io import (
   WINDOWS,
   TopicTails,
 )
-from bond.agents.state import partition_for
+from bond.agents.state import partition_for, state
 from bond.connectors.backoff import Backoff
 from bond.topics import PANES, stream_topic
 from bond.topics.admin import TopicAdmin
+from bond.windowing.stage2_state import TrackId
 from bond.wire import metrics_key, stream_key
 
 log = logging.getLogger(__name__)
 
 RESERVOIR = 1024
 BATCH_PER_STREAM = 500  # windows of one stream in one Kafka batch (catching up after downtime)
-REDIS_BATCH = 500  # windows per Redis command (script call)
+REDIS_BATCH = 100  # windows per Redis command (script call: one holds the loop while packed)
+METRICS_CHUNK = 200  # streams per metrics command
 REDIS_BATCH_BYTES = 4 * 1024 * 1024
 REDIS_QUEUE_MAX = 200_000
 MAXLEN_TRIM_SEC = 10.0  # how often a ring is also trimmed to BOND_RING_MAXLEN  # windows waiting for Redis (an outage): the oldest go first
@@ -66,7 +68,7 @@ class Sink:
   def __init__(self, max_window_bytes: int = settings.bond_max_window_bytes) -> None:
     self.outbox = Outbox(self._dropped, max_window_bytes, backoff=KAFKA_RETRY)
     self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    self.latency_ms: dict[str, Recent] = {}
+    self.latency_ms: dict[TrackId, Recent] = {}  # per (partition, feed)
     self.lag_ms: dict[str, Recent] = {}
     self._fresh: set[str] = set()  # streams with samples since the last metrics flush
     self.stats = {"emitted": 0, "dropped": 0, "redis_dupes": 0, "redis_errors": 0,
@@ -137,23 +139,41 @@ class Sink:
     if field == "late":
       LATE.labels(sid).inc(n)
 
-  def latency(self, sid: str, samples: list[float]) -> None:
-    self._sample(self.latency_ms, sid).extend(samples)
-    hist = LATENCY.labels(sid)
+  def latency(self, track: TrackId, samples: list[float]) -> None:
+    """Keep a feed's ingest-to-pane samples, per partition (each partition's pane record has
+    its own): once per pane, whatever the number of streams using the feed."""
+    recent = self.latency_ms.get(track)
+    if recent is None:
+      recent = self.latency_ms[track] = Recent(RESERVOIR)
+    recent.extend(samples)
+    hist = LATENCY.labels(track[1], str(track[0]))
     for sample in samples:
       hist.observe(sample / 1000)
+
+  def _stream_latency(
+    self, sid: str, cache: dict[tuple[TrackId, ...], Recent | None]
+  ) -> Recent | None:
+    """Return the samples of the stream's feeds (shared by streams of the same feeds)."""
+    d = state.stream_defs().get(sid)
+    if d is None:
+      return None
+    tracks = tuple((d.partition, f.id) for f in d.feeds)
+    if tracks not in cache:
+      found = [r for t in tracks if (r := self.latency_ms.get(t)) is not None and len(r)]
+      cache[tracks] = None if not found else found[0] if len(found) == 1 else Recent.union(found)
+    return cache[tracks]
 
   def forget(self, sid: str) -> None:
     self._prepared.discard(sid)
     self._drop_logged.discard(sid)
     self._fresh.discard(sid)
     self.outbox.forget(sid)
-    stores: tuple[dict[str, Any], ...] = (self.counts, self.latency_ms, self.lag_ms, self._topics,
+    stores: tuple[dict[str, Any], ...] = (self.counts, self.lag_ms, self._topics,
                                           self._partition, self._maxlen_trimmed, self._prom)  # fmt: skip
     for store in stores:
       store.pop(sid, None)
     self.tails.forget(sid)
-    for metric in (WINDOWS, MSGS_IN, LATE, DROPPED, EMIT_LAG, LATENCY):
+    for metric in (WINDOWS, MSGS_IN, LATE, DROPPED, EMIT_LAG):
       with contextlib.suppress(KeyError):
         metric.remove(sid)
 
@@ -452,7 +472,8 @@ class Sink:
     return test
 
   async def flush_metrics(self) -> None:
-    """Add counters to each stream's metrics hash and replace its percentiles (one command)."""
+    """Add counters to each stream's metrics hash and replace its percentiles: one command
+    per `METRICS_CHUNK` streams (a command for a thousand streams held the loop for ~20 ms)."""
     self.stats["kafka_waiting"] = self.outbox.waiting()  # shown in the worker's /bond/stats
     self.stats["kafka_in_flight"] = len(self.outbox.inflight)
     self.stats["kafka_resent_skipped"] = self.outbox.skipped
@@ -461,32 +482,36 @@ class Sink:
     owned = self.owned()
     fresh, self._fresh = self._fresh, set()
     now_ms = int(time.time() * 1000)
-    keys: list[str] = []
-    args: list[str | int | float] = []
-    for sid in counts.keys() | fresh:
-      incr = [x for field, n in counts.get(sid, {}).items() if n for x in (field, n)]
-      values: list[str | int | float] = []
-      if sid in fresh and owned(sid):
-        lat = self.latency_ms.get(sid)
-        values += ["latency_samples", len(lat or ()), "updated_ms", now_ms]
-        for name, recent in (("latency", lat), ("emit_lag", self.lag_ms.get(sid))):
-          for q in (50, 95, 99):
-            value = recent.quantile(q / 100) if recent is not None else None
-            if value is not None:
-              values += [f"{name}_p{q}_ms", round(value, 3)]
-      if incr or values:
-        keys.append(metrics_key(sid))
-        args += [len(incr), len(values), *incr, *values]
-    if not keys:
-      return
-    try:
-      await self._script("metrics", keys, args)
-    except (RedisError, OSError) as err:
-      log.warning("metrics: %s", err)
-      # Counters are added again next time rather than lost (percentiles are replaced anyway).
-      for sid, fields in counts.items():
-        for field, n in fields.items():
-          self.counts[sid][field] += n
+    latencies: dict[tuple[TrackId, ...], Recent | None] = {}
+    sids = list(counts.keys() | fresh)
+    for first in range(0, len(sids), METRICS_CHUNK):
+      chunk = sids[first : first + METRICS_CHUNK]
+      keys: list[str] = []
+      args: list[str | int | float] = []
+      for sid in chunk:
+        incr = [x for field, n in counts.get(sid, {}).items() if n for x in (field, n)]
+        values: list[str | int | float] = []
+        if sid in fresh and owned(sid):
+          lat = self._stream_latency(sid, latencies)
+          values += ["latency_samples", len(lat or ()), "updated_ms", now_ms]
+          for name, recent in (("latency", lat), ("emit_lag", self.lag_ms.get(sid))):
+            for q in (50, 95, 99):
+              value = recent.quantile(q / 100) if recent is not None else None
+              if value is not None:
+                values += [f"{name}_p{q}_ms", round(value, 3)]
+        if incr or values:
+          keys.append(metrics_key(sid))
+          args += [len(incr), len(values), *incr, *values]
+      if not keys:
+        continue
+      try:
+        await self._script("metrics", keys, args)
+      except (RedisError, OSError) as err:
+        log.warning("metrics: %s", err)
+        # Counters are added again next time rather than lost (percentiles are replaced).
+        for sid in chunk:
+          for field, n in counts.get(sid, {}).items():
+            self.counts[sid][field] += n
 
 
 sink = Sink()

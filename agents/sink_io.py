@@ -26,7 +26,8 @@ EMIT_LAG = Histogram(
   buckets=LAG_BUCKETS,
 )
 LATENCY = Histogram(
-  "bond_worker_processing_latency_seconds", "raw event received (ts_ingest) to aggregated", ["stream_id"],
+  "bond_worker_processing_latency_seconds", "raw event received (ts_ingest) to aggregated, per feed",
+  ["feed", "partition"],
   buckets=LAG_BUCKETS,
 )  # fmt: skip
 

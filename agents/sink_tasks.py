@@ -50,7 +50,7 @@ METRICS_PHASE_MS = 500  # after each whole second: away from the windows' busies
 @app.task
 async def metrics_loop() -> None:
   """Publish per-stream metrics once a second, half-way between two window boundaries
-  (one script call for every stream: tens of ms at hundreds of streams)."""
+  (tens of ms of work at hundreds of streams)."""
   while True:
     now = time.time()
     await asyncio.sleep(1.0 - (now - METRICS_PHASE_MS / 1000) % 1.0)

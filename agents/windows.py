@@ -33,6 +33,7 @@ from bond.windowing import PaneRecord, Stage2, WatermarkPolicy, WireError
 log = logging.getLogger(__name__)
 
 STATE_FLUSH_MS = 200  # stage-2 state goes to its changelog at most this often
+STATE_WRITES_PER_TICK = 100  # and at most this many writes per 20 ms tick
 table = app.Table(
   "stage2",
   default=None,
@@ -59,7 +60,8 @@ class WindowDriver:
     self.policy = WatermarkPolicy.from_settings(settings)
     self.core = Stage2(pane_ms=PANE_MS, policy=self.policy, out=sink, store=table, clock=now_ms,
                        partition_of=lambda key: partition_for(key, PANES.partitions),
-                       flush_every_ms=STATE_FLUSH_MS, on_flushed=self._store_positions)  # fmt: skip
+                       flush_every_ms=STATE_FLUSH_MS, last_writes=self._position_writes,
+                       auto_flush=False)  # fmt: skip
     # How far each partition was read since the last flush: stored after the state.
     self._positions: dict[int, int] = {}
     self.owned: frozenset[int] | None = None
@@ -111,10 +113,12 @@ class WindowDriver:
     self._positions.update(last)
     self.core.on_records(records)
 
-  def _store_positions(self) -> None:
-    for part, offset in self._positions.items():
-      table[position_key("panes", part, PANES.partitions)] = position(offset)
+  def _position_writes(self) -> list[tuple[bytes, Any]]:
+    """Return how far each partition was read, as writes that go after a flush's state."""
+    writes = [(position_key("panes", part, PANES.partitions), position(offset))
+              for part, offset in self._positions.items()]  # fmt: skip
     self._positions.clear()
+    return writes
 
 
 def owned_partitions() -> frozenset[int]:
@@ -199,6 +203,14 @@ def _owned(stream_id: str) -> bool:
 
 @app.timer(0.02)
 async def deadline_timer() -> None:
-  """Emit the windows whose time has come (lateness, quiet or dead feeds)."""
+  """Write a slice of stage 2's state (and take a new flush when it is all written and it is
+  time), then emit the windows whose time has come (lateness, quiet or dead feeds).
+
+  State goes out between emission rounds and in slices: each write is a changelog record,
+  and hundreds at once held the loop for tens of ms, windows waiting behind them.
+  """
   if driver.sync():
-    driver.core.tick()
+    core = driver.core
+    if not core.write(STATE_WRITES_PER_TICK):
+      core.maybe_flush(now_ms())  # written from the next tick on
+    core.tick()

@@ -103,7 +103,7 @@ async def run(
       seq = base_ms + r * 1000
       for sid in sids:
         sink.emit(sid, {**SYMBOL_WINDOW, "stream_id": sid, "seq": seq}, msgs_in=20, lag_ms=40)
-        sink.latency(sid, [3.0, 4.0, 5.0, 6.0])
+      sink.latency((0, "ccxt|binance|BTC/USDT"), [3.0, 4.0, 5.0, 6.0])  # once per pane
       await sink.flush_metrics()
       await asyncio.sleep(0)
     # Wait on the sink's own state: polling Redis for 1,000 rings would cost more CPU here

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -378,6 +379,23 @@ def breakdown(seen: Seen, ends: list[int]) -> dict[str, Any]:
   return out
 
 
+def hops(seen: Seen, ends: list[int]) -> dict[str, Any]:
+  """Return p50/p99 of the time each hop of the 1 s stream's path took (ms, per window: a
+  leg's time minus the previous leg's), where the p99 of the legs alone cannot tell."""
+  legs = [
+    ("first_trade", seen.first_trade),
+    ("raw_record", seen.raw_record),
+    ("pane_record", seen.pane_record),
+    ("stream_record", seen.kafka),
+    ("websocket", {e: v[0] for e, v in seen.ws.items()}),
+  ]
+  out: dict[str, Any] = {}
+  for (_, before), (name, after) in itertools.pairwise(legs):
+    took = [float(after[e] - before[e]) for e in ends if e in before and e in after]
+    out[name] = [quantile(took, 0.5), quantile(took, 0.99)]
+  return out
+
+
 async def step(
   platform: Platform, seens: list[Seen], n: int, warmup_sec: float, measure_sec: float
 ) -> dict[str, Any]:
@@ -450,10 +468,13 @@ async def step(
     ],
     "worker_loop_stalls": worker.get("loop", {}).get("loop_stalls"),
     "worker_gc_pause_max_ms": worker.get("loop", {}).get("gc_pause_max_ms"),
+    "worker_gc_pause_p99_ms": worker.get("loop", {}).get("gc_pause_p99_ms"),
+    "worker_gc_collections": worker.get("loop", {}).get("gc_collections"),
     # The sink's Kafka sends: first send of a batch to its last acknowledgement.
     "sink_kafka_ack_p99_ms": worker.get("sink", {}).get("kafka_ack_p99_ms"),
     # [p50, p99] ms after the window end at which each leg of the path was done.
     "lag_breakdown_ms": breakdown(btc, ends),
+    "lag_hops_ms": hops(btc, ends),
   }
   row["sustained"] = (
     bool(ends)
@@ -503,10 +524,13 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
               f"{'' if row['sustained'] else '  NOT sustained'}", flush=True)  # fmt: skip
         print("         path p50/p99 ms: " + ", ".join(
           f"{leg} {v[0]}/{v[1]}" for leg, v in row["lag_breakdown_ms"].items())
+          + "; hops p50/p99 ms: " + ", ".join(
+          f"{leg} {v[0]}/{v[1]}" for leg, v in row["lag_hops_ms"].items())
           + f"; max {row['max_ms']}, BTC p99 {row['btc_p99_ms']}"
           + f"; worker loop lag p50/p99/max {row['worker_loop_lag_ms']}"
           + f"; sink Kafka ack p99 {row['sink_kafka_ack_p99_ms']}"
           + f"; GC pause max by generation {row['worker_gc_pause_max_ms']}"
+          + f", p99 {row['worker_gc_pause_p99_ms']}, collections {row['worker_gc_collections']}"
           + f"; bench CPU {row['bench_cpu_pct']}%, machine busy {row['machine_busy_pct']}% "
           + f"of {100 * (os.cpu_count() or 1)}% (stolen {row['machine_steal_pct']}%)"
           + f"; CPU % by part {row['cpu_pct_by_part']}", flush=True)  # fmt: skip

@@ -38,6 +38,7 @@ class LoopWatch:
     self._stop = threading.Event()
     # Garbage collection pauses by generation (a pause holds the loop wherever it allocates).
     self.gc_pauses_ms: dict[int, deque[float]] = {g: deque(maxlen=keep) for g in range(3)}
+    self.gc_total = [0, 0, 0]  # collections by generation since start
     self._gc_started = 0.0
 
   def start(self) -> None:
@@ -74,6 +75,7 @@ class LoopWatch:
       self._gc_started = time.perf_counter()
     elif self._gc_started:
       self.gc_pauses_ms[info["generation"]].append((time.perf_counter() - self._gc_started) * 1000)
+      self.gc_total[info["generation"]] += 1
 
   def _watch(self) -> None:
     reported = 0.0  # the beat of the stall last reported: one report per stall
@@ -92,17 +94,20 @@ class LoopWatch:
 
   def summary(self) -> dict[str, Any]:
     """Return the loop lag's p50/p99/max (ms) over the last samples and the last stalls."""
-    lags = sorted(self.lags_ms)
-
-    def pick(q: float) -> float | None:
-      return round(lags[min(len(lags) - 1, int(q * len(lags)))], 1) if lags else None
-
     return {
-      "loop_lag_p50_ms": pick(0.5),
-      "loop_lag_p99_ms": pick(0.99),
-      "loop_lag_max_ms": pick(1.0),
+      "loop_lag_p50_ms": _rank(self.lags_ms, 0.5),
+      "loop_lag_p99_ms": _rank(self.lags_ms, 0.99),
+      "loop_lag_max_ms": _rank(self.lags_ms, 1.0),
       "loop_stalls": self.stall_count,
       "gc_pause_max_ms": {g: round(max(p), 1) if p else None for g, p in self.gc_pauses_ms.items()},
-      "gc_collections": {g: len(p) for g, p in self.gc_pauses_ms.items()},
+      "gc_pause_p50_ms": {g: _rank(p, 0.5) for g, p in self.gc_pauses_ms.items()},
+      "gc_pause_p99_ms": {g: _rank(p, 0.99) for g, p in self.gc_pauses_ms.items()},
+      "gc_collections": dict(enumerate(self.gc_total)),
       "last_stalls": list(self.stalls),
     }
+
+
+def _rank(samples: deque[float], q: float) -> float | None:
+  """Return the q-quantile (0..1) of samples by rank, rounded to 0.1 (None when empty)."""
+  ranked = sorted(samples)
+  return round(ranked[min(len(ranked) - 1, int(q * len(ranked)))], 1) if ranked else None

@@ -88,7 +88,7 @@ class _Collect:
   def count(self, sid: str, field: str, n: int) -> None:
     pass
 
-  def latency(self, sid: str, samples: list[float]) -> None:
+  def latency(self, track: tuple[int, str], samples: list[float]) -> None:
     pass
 
   def forget(self, sid: str) -> None:

@@ -1,7 +1,7 @@
 """Feeds: what a connector runs, what a pane aggregates, and which streams depend on which."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bond.schemas import CcxtSource, CustomSource, OnchainSource, StreamSpec, TwitterSource
@@ -15,11 +15,11 @@ class Feed:
   exchange: str  # exchange id, "x", the chain, or the custom source id
   symbol: str  # pair, base asset, chain, or custom source id
   raw_key: str  # the key of its raw topic records
+  # The feed id, e.g. `ccxt|binance|BTC/USDT` (made once: stage 2 reads it per pane and window).
+  id: str = field(init=False, repr=False, compare=False)
 
-  @property
-  def id(self) -> str:
-    """Return the feed id, e.g. `ccxt|binance|BTC/USDT`."""
-    return f"{self.source}|{self.exchange}|{self.symbol}"
+  def __post_init__(self) -> None:
+    object.__setattr__(self, "id", f"{self.source}|{self.exchange}|{self.symbol}")
 
   @property
   def label(self) -> str:

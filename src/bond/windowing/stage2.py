@@ -18,6 +18,7 @@ wake-up, so a timer tick touches only the streams that are due.
 
 import heapq
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -40,6 +41,8 @@ from bond.windowing.stage2_state import (  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
+_DELETE = object()  # a store write that deletes its key
+
 
 class Stage2:
   """Per-stream windows from per-feed panes, for the partitions this worker owns."""
@@ -57,7 +60,8 @@ class Stage2:
     max_catch_up: int = 720,
     used_keep_ms: int = 600_000,
     flush_every_ms: int = 0,
-    on_flushed: Callable[[], None] | None = None,
+    last_writes: Callable[[], Iterable[tuple[bytes, Any]]] | None = None,
+    auto_flush: bool = True,
   ) -> None:
     self.pane_ms = pane_ms
     self.policy = policy
@@ -71,8 +75,15 @@ class Stage2:
     # is a changelog record, and a feed track changes with every pane. A crash loses at most
     # this much state; what it covered is read again and composed again (ARCHITECTURE.md).
     self.flush_every_ms = flush_every_ms
-    self.on_flushed = on_flushed  # called after each flush (the adapter stores read positions)
+    # Writes that go last in each flush, after the state they account for (the adapter's
+    # bond.panes read positions, taken when the flush is).
+    self.last_writes = last_writes
+    # Whether `on_records` and `tick` flush when it is time; if not, the caller does, between
+    # two emission rounds, and writes a flush out in slices (`write`): hundreds of store
+    # writes at once would hold the windows' output.
+    self.auto_flush = auto_flush
     self._flushed_ms = 0
+    self._writes: deque[tuple[bytes, Any]] = deque()  # a flush not yet written, in order
     # Merged closed panes by (partition, feed, window start, end), within one emission round.
     self._merged: dict[tuple[int, str, int, int], Pane] = {}
     self.owned: frozenset[int] = frozenset()
@@ -100,6 +111,7 @@ class Stage2:
   def assign(self, partitions: Iterable[int], items: Iterable[tuple[bytes, Any]]) -> None:
     """Own these partitions from now: load their state from the store's (key, value) items."""
     self.owned = frozenset(partitions)
+    self._writes.clear()  # a flush not all written is dropped, as a crash would (see `flush`)
     self._tracks.clear()
     self._streams.clear()
     self.keys.clear()
@@ -243,7 +255,8 @@ class Stage2:
     for sid in touched:
       self._try_emit(sid, now_ms)
     self._merged.clear()
-    self.maybe_flush(now_ms)
+    if self.auto_flush:
+      self.maybe_flush(now_ms)
 
   def _apply_partial(self, track: FeedTrack, rec: PaneRecord) -> None:
     # What an open pane of a quiet feed holds so far: kept aside, replaced by each newer
@@ -263,13 +276,12 @@ class Stage2:
     track.seen_ms = now_ms
     track.partials.pop(rec.start_ms, None)
     pane, start = rec.pane, rec.start_ms
-    samples = [float(x) for x in pane.latency_ms]
-    pane.latency_ms = []
+    if pane.latency_ms:
+      self.out.latency(tid, [float(x) for x in pane.latency_ms])
+      pane.latency_ms = []
     needed = False
     for sid in self._users[tid]:
       d, st = self.defs[sid], self._streams[sid]
-      if samples:
-        self.out.latency(sid, samples)
       if not pane:
         continue
       used = st.used.pop(f"{rec.feed_id}|{start}", None)
@@ -308,7 +320,8 @@ class Stage2:
         woke += 1
         self._try_emit(sid, now_ms)
     self._merged.clear()
-    self.maybe_flush(now_ms)
+    if self.auto_flush:
+      self.maybe_flush(now_ms)
     return woke
 
   def _schedule(self, sid: str, at_ms: int, force: bool = False) -> None:
@@ -417,47 +430,66 @@ class Stage2:
   # ------------------------------------------------------------------ state out
 
   def maybe_flush(self, now_ms: int) -> bool:
-    """Flush if `flush_every_ms` has passed since the last flush; return whether it did."""
-    if now_ms - self._flushed_ms < self.flush_every_ms:
+    """Flush if `flush_every_ms` has passed since the last flush and it is all written;
+    return whether it did."""
+    if self._writes or now_ms - self._flushed_ms < self.flush_every_ms:
       return False
-    self.flush()
+    self.flush(write=self.auto_flush)
     return True
 
-  def flush(self) -> None:
-    """Write changed state to the store: new panes, tracks, streams, then deletions.
+  def flush(self, write: bool = True) -> None:
+    """Take the changed state as store writes: new panes, tracks, streams, deletions, then
+    `last_writes`; write them all now, or leave them to `write` (in slices) if not `write`.
 
     All keys of a partition share its changelog partition, so a crash loses only a suffix
-    of this order: a stream never survives the panes its sent windows were made of.
+    of this order: a stream never survives the panes its sent windows were made of. The
+    values are serialised here, so a flush written in slices is the state of one moment.
     """
+    self.write()  # the rest of an earlier flush goes first
     for tid in self._evict:
       self._evict_old(tid)
     self._evict.clear()
-    store = self.store
+    writes = self._writes
     for (part, feed_id), start, pane in self._put_panes:
       if start in self._tracks.get((part, feed_id), FeedTrack()).panes:
-        store[self.keys.key("q", part, f"{start}:{feed_id}")] = pane.to_wire()
+        writes.append((self.keys.key("q", part, f"{start}:{feed_id}"), pane.to_wire()))
     self._put_panes.clear()
     for tid in self._dirty_tracks:
       track = self._tracks.get(tid)
       if track is not None:
-        store[self.keys.key("f", tid[0], tid[1])] = track.to_wire()
+        writes.append((self.keys.key("f", tid[0], tid[1]), track.to_wire()))
     self._dirty_tracks.clear()
     for sid in self._dirty_streams:
       st = self._streams.get(sid)
       d = self.defs.get(sid)
       if st is not None and d is not None:
-        store[self.keys.key("s", d.partition, sid)] = st.to_wire()
+        writes.append((self.keys.key("s", d.partition, sid), st.to_wire()))
     self._dirty_streams.clear()
     for key in self._deleted:
-      try:
-        del store[key]
-      except KeyError:
-        pass
+      writes.append((key, _DELETE))
       self.keys.forget(key)
     self._deleted.clear()
+    if self.last_writes is not None:
+      writes.extend(self.last_writes())
     self._flushed_ms = self.clock()
-    if self.on_flushed is not None:
-      self.on_flushed()
+    if write:
+      self.write()
+
+  def write(self, limit: int | None = None) -> int:
+    """Write up to `limit` (None: all) of the flushed state to the store, in order; return
+    how many writes are left."""
+    writes, store = self._writes, self.store
+    n = len(writes) if limit is None else min(limit, len(writes))
+    for _ in range(n):
+      key, value = writes.popleft()
+      if value is _DELETE:
+        try:
+          del store[key]
+        except KeyError:
+          pass
+      else:
+        store[key] = value
+    return len(writes)
 
   def _evict_old(self, tid: TrackId) -> None:
     """Drop panes every stream using the feed has sent the windows of."""

@@ -9,6 +9,7 @@ from bond.windowing.feeds import Feed
 from bond.windowing.pane import Pane, WireError
 
 STATE_VERSION = 1
+TrackId = tuple[int, str]  # (partition, feed id)
 
 
 class WindowOut(Protocol):
@@ -18,7 +19,9 @@ class WindowOut(Protocol):
 
   def count(self, sid: str, field: str, n: int) -> None: ...
 
-  def latency(self, sid: str, samples: list[float]) -> None: ...
+  def latency(self, track: TrackId, samples: list[float]) -> None:
+    """Ingest-to-pane samples of one feed's pane in one partition: once per pane, not per
+    stream (each stream reads its feeds' samples when its metrics are published)."""
 
   def forget(self, sid: str) -> None: ...
 
@@ -41,11 +44,10 @@ class StreamDef:
   created_ms: int
   partition: int
   backfill_sec: int = 0  # history asked for on create (ARCHITECTURE.md "Backfill")
+  size_ms: int = field(init=False, repr=False, compare=False)  # the window size
 
-  @property
-  def size_ms(self) -> int:
-    """Return the window size."""
-    return self.spec.interval_sec * 1000
+  def __post_init__(self) -> None:
+    object.__setattr__(self, "size_ms", self.spec.interval_sec * 1000)
 
 
 @dataclass(slots=True)
@@ -106,6 +108,3 @@ class StreamState:
       return cls(int(data[1]), {str(k): int(v) for k, v in data[2].items()})
     except (TypeError, ValueError, AttributeError) as err:
       raise WireError(f"malformed stream state: {err!r}") from err
-
-
-TrackId = tuple[int, str]  # (partition, feed id)

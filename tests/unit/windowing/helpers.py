@@ -40,7 +40,7 @@ class Out:
   def count(self, sid: str, field: str, n: int) -> None:
     self.counts[sid][field] += n
 
-  def latency(self, sid: str, samples: list[float]) -> None:
+  def latency(self, track: tuple[int, str], samples: list[float]) -> None:
     pass
 
   def forget(self, sid: str) -> None:

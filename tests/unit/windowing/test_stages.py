@@ -241,3 +241,52 @@ def test_panes_re_sent_by_a_restarted_stage_1_are_not_counted_twice():
   p.raw("ccxt", "BTC/USDT", heartbeat(end))
   (w,) = p.out.windows["s1"]
   assert (w["trades"], w["volume_sum"]) == (1, 1.0)
+
+
+def test_a_flush_written_in_slices_is_the_state_of_one_moment_positions_last():
+  clock = FakeClock(T0)
+  d = stream("s1", BTC, created_ms=T0)
+  p = Pipeline(clock, [d])
+  st2, store = p.stage2, p.store
+  st2.auto_flush = False  # as the worker runs it: the caller writes the flush in slices
+  read_to = {"offset": 0}
+  st2.last_writes = lambda: [(b"\0pos", {"v": 1, "pos": read_to["offset"]})]
+  end = st2._streams["s1"].next_end_ms
+  p.raw("ccxt", "BTC/USDT", trade(end - 1500, 10.0, 1.0), heartbeat(end))
+  assert p.out.windows["s1"]  # a window went out; its state is not written yet
+  read_to["offset"] = 7
+  before = dict(store)
+  clock.now_ms += 1000
+  assert st2.maybe_flush(clock())
+  assert store == before  # taken, not written
+  keys = [k for k, _v in st2._writes]
+  assert keys[-1] == b"\0pos" and any(k.startswith(b"s:") for k in keys)
+  left = st2.write(1)
+  assert left == len(keys) - 1 and store != before
+  # More happens before the rest is written: the slices still hold the flushed moment,
+  # and no new flush is taken until they are all out.
+  read_to["offset"] = 9
+  p.raw("ccxt", "BTC/USDT", trade(end + 500, 20.0, 1.0), heartbeat(end + 2000))
+  clock.now_ms += 1000
+  assert not st2.maybe_flush(clock())
+  assert st2.write(None) == 0
+  assert store[b"\0pos"] == {"v": 1, "pos": 7}
+  (skey,) = [k for k in store if k.startswith(b"s:")]
+  assert store[skey][1] == end + 2000  # the stream's next window after the first one
+  assert st2.maybe_flush(clock()) and st2.write(None) == 0
+  assert store[b"\0pos"] == {"v": 1, "pos": 9} and store[skey][1] == end + 4000
+
+
+def test_a_flush_not_all_written_is_dropped_when_partitions_move():
+  clock = FakeClock(T0)
+  d = stream("s1", BTC, created_ms=T0)
+  p = Pipeline(clock, [d])
+  st2, store = p.stage2, p.store
+  st2.auto_flush = False
+  end = st2._streams["s1"].next_end_ms
+  p.raw("ccxt", "BTC/USDT", trade(end - 1500, 10.0, 1.0), heartbeat(end))
+  clock.now_ms += 1000
+  assert st2.maybe_flush(clock())
+  written = dict(store)
+  st2.assign([1], list(store.items()))  # partition 0 went to another worker
+  assert st2.write(None) == 0 and store == written
