@@ -367,3 +367,6 @@ async def test_a_new_stream_counts_no_backfill_late_and_its_windows_are_complete
 
   await wait_for(flushed, 10, "the stream's metrics")
   assert await late_count(deployment, sid) == 0
+  # Its ingest-to-pane latency comes from its feed's samples (kept once per feed, not per stream).
+  metrics = await deployment.redis.hgetall(f"bond:metrics:{sid}")
+  assert int(metrics["latency_samples"]) > 0 and float(metrics["latency_p50_ms"]) >= 0, metrics
