@@ -25,6 +25,7 @@ PREFIX = f"bench-{uuid.uuid4().hex[:8]}."
 os.environ["BOND_TOPIC_PREFIX"] = PREFIX
 
 from bench.stack import ensure_infra, write_result  # noqa: E402
+from bond.config import get_settings  # noqa: E402
 from bond.topics.admin import drop_topics  # noqa: E402
 
 SYMBOL_WINDOW = {  # a 1-symbol window as stage 2 emits it (~0.4 KB)
@@ -160,6 +161,8 @@ async def main(
   rounds = 3 if quick else 10
   async with ensure_infra() as (bootstrap, redis_url):
     os.environ.update(KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=redis_url, BOND_ENV="dev")
+    # Starting the stack read the settings already: the worker's modules must see these.
+    get_settings.cache_clear()
     try:
       row = await run(load_sink(module_path), redis_url, streams, rounds, profile)
     finally:

@@ -433,6 +433,14 @@ async def step(
   cpu_pct = pct(parts1["worker"] - parts0["worker"])
   p99 = quantile(ws_lags, 0.99)
   streams = n + len(seens)
+  # How many mix windows end at the same second as each measured one (epoch-aligned windows:
+  # a stream of interval I closes at every end divisible by I): the burst it shares the
+  # worker with. The lag by burst size tells a cost per window from noise.
+  intervals = [mix_spec(i)["interval_sec"] for i in range(n)]
+  by_due: dict[int, list[float]] = {}
+  for e in ends:
+    due = sum(1 for i in intervals if (e // 1000) % i == 0)
+    by_due.setdefault(due, []).extend(float(s.ws[e][0] - e) for s in seens if e in s.ws)
   row = {
     "live_streams": streams,
     "windows": len(ends) * len(seens),
@@ -475,6 +483,11 @@ async def step(
     # [p50, p99] ms after the window end at which each leg of the path was done.
     "lag_breakdown_ms": breakdown(btc, ends),
     "lag_hops_ms": hops(btc, ends),
+    # {mix windows ending at the same second: [windows, p50, max]} of the measured lags.
+    "lag_by_burst_ms": {
+      due: [len(lags), quantile(lags, 0.5), quantile(lags, 1.0)]
+      for due, lags in sorted(by_due.items())
+    },
   }
   row["sustained"] = (
     bool(ends)
@@ -533,7 +546,8 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
           + f", p99 {row['worker_gc_pause_p99_ms']}, collections {row['worker_gc_collections']}"
           + f"; bench CPU {row['bench_cpu_pct']}%, machine busy {row['machine_busy_pct']}% "
           + f"of {100 * (os.cpu_count() or 1)}% (stolen {row['machine_steal_pct']}%)"
-          + f"; CPU % by part {row['cpu_pct_by_part']}", flush=True)  # fmt: skip
+          + f"; CPU % by part {row['cpu_pct_by_part']}"
+          + f"; lag by burst (due: n, p50, max) {row['lag_by_burst_ms']}", flush=True)  # fmt: skip
         if not row["sustained"] and not keep_going:
           break
     finally:
