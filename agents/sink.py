@@ -10,8 +10,9 @@ Output cost does not grow with what one stream does to the others:
   too large or invalid) is dropped, counted in the stream's `dropped` and logged once;
 - Redis gets the windows of a round in one script call (an XADD each, trimmed by time as
   it goes in): redis-py's cost is per command, and it was most of the output's CPU;
-- metrics are one script call a second per 200 streams, their percentiles read from sorted
-  reservoirs (latency ones per feed, shared by the streams of the same feeds).
+- metrics are one script call a second per 200 streams, with one JSON argument (redis-py
+  packs each argument in Python), their percentiles read from sorted reservoirs (latency
+  ones per feed, shared by the streams of the same feeds).
 """
 
 import asyncio
@@ -487,25 +488,25 @@ class Sink:
     for first in range(0, len(sids), METRICS_CHUNK):
       chunk = sids[first : first + METRICS_CHUNK]
       keys: list[str] = []
-      args: list[str | int | float] = []
+      entries: list[tuple[list[str], list[str]]] = []
       for sid in chunk:
-        incr = [x for field, n in counts.get(sid, {}).items() if n for x in (field, n)]
-        values: list[str | int | float] = []
+        incr = [x for field, n in counts.get(sid, {}).items() if n for x in (field, str(n))]
+        values: list[str] = []
         if sid in fresh and owned(sid):
           lat = self._stream_latency(sid, latencies)
-          values += ["latency_samples", len(lat or ()), "updated_ms", now_ms]
+          values += ["latency_samples", str(len(lat or ())), "updated_ms", str(now_ms)]
           for name, recent in (("latency", lat), ("emit_lag", self.lag_ms.get(sid))):
             for q in (50, 95, 99):
               value = recent.quantile(q / 100) if recent is not None else None
               if value is not None:
-                values += [f"{name}_p{q}_ms", round(value, 3)]
+                values += [f"{name}_p{q}_ms", repr(round(value, 3))]
         if incr or values:
           keys.append(metrics_key(sid))
-          args += [len(incr), len(values), *incr, *values]
+          entries.append((incr, values))
       if not keys:
         continue
       try:
-        await self._script("metrics", keys, args)
+        await self._script("metrics", keys, [json.dumps(entries, separators=(",", ":"))])
       except (RedisError, OSError) as err:
         log.warning("metrics: %s", err)
         # Counters are added again next time rather than lost (percentiles are replaced).
