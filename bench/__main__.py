@@ -9,6 +9,7 @@ BENCHES = [
   "bench.memory",
   "bench.feeds",
   "bench.sink",
+  "bench.produce",
   "bench.streams",
 ]
 
