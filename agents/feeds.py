@@ -1,20 +1,22 @@
-"""Run each feed exactly once across the workers and publish its raw events.
+"""Run each feed exactly once across the workers (ARCHITECTURE.md "Feeds").
 
-A feed (source, exchange, symbol) runs on the worker that owns the partition of its raw
+A feed (source, exchange, symbol) runs for the worker that owns the partition of its raw
 topic key, the same worker that aggregates its panes; when partitions move, feeds move.
+The worker decides which feeds run; its feed host, a child process (`agents/feedhost.py`),
+runs them, so parsing and publishing raw events never holds up the worker's windows.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
-from dataclasses import dataclass, field
+import os
+import sys
+import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
-
 from bond.agents.app import app, settings
-from bond.agents.outbox import FeedQueue, is_poison
+from bond.agents.feedrunner import FeedParams
 from bond.agents.panes import reader, settled
 from bond.agents.state import partition_for, state
 from bond.connectors.backoff import Backoff
@@ -25,305 +27,162 @@ from bond.windowing import Feed
 log = logging.getLogger(__name__)
 
 ENABLED = settings.bond_feeds
-HEARTBEAT_SEC = 0.25
+MUTE_TIMEOUT_SEC = 2.0  # a host that has not confirmed a mute by then is killed
+STOP_TIMEOUT_SEC = 5.0
+RESTART = Backoff(base_sec=0.5, max_sec=10.0, jitter=0.2)
+MAX_LINE = 4 * 1024 * 1024
 
 
-def _source_params(feed: Feed) -> dict[str, Any]:
+def source_params(feed: Feed) -> FeedParams:
   """Return what the streams using `feed` ask of it (liquidations, event types, custom source)."""
-  params: dict[str, Any] = {"liquidations": False, "event_types": set(), "custom": None}
+  liquidations, event_types, custom = False, set(), None
   for sid in state.by_feed.get(feed.id, ()):
     spec = state.streams[sid][0].spec
     for src in spec.sources:
       if isinstance(src, CcxtSource) and feed.source == "ccxt":
-        params["liquidations"] |= src.liquidations
+        liquidations |= src.liquidations
       elif isinstance(src, OnchainSource) and feed.source == "onchain":
-        params["event_types"] |= set(src.event_types)
+        event_types |= set(src.event_types)
       elif (
         isinstance(src, CustomSource) and feed.source == "custom" and src.source_id == feed.exchange
       ):
-        params["custom"] = src
-  return params
+        custom = src
+  return FeedParams(liquidations, tuple(sorted(event_types)), custom)
 
 
-def make_connector(feed: Feed) -> Any:
-  """Return the connector that produces `feed`'s raw events."""
-  params = _source_params(feed)
-  if feed.source == "ccxt":
-    if settings.bond_ccxt_mode == "ws":
-      from bond.connectors.ccxt_ws import CcxtWsFeed
+def owned_feeds() -> dict[str, Feed]:
+  """Return the feeds this worker should run: those whose raw partition it owns."""
+  owned = {(tp.topic, tp.partition) for tp in reader.wanted()}
 
-      return CcxtWsFeed([feed.exchange], [feed.symbol], settings=settings,
-                        liquidations=params["liquidations"], heartbeat_sec=HEARTBEAT_SEC)  # fmt: skip
-    from bond.connectors.ccxt_poll import CcxtPoller
+  def mine(feed: Feed) -> bool:
+    topic = RAW_TOPICS[feed.source]
+    return (topic.name, partition_for(feed.raw_key, topic.partitions)) in owned
 
-    return CcxtPoller([feed.exchange], [feed.symbol], settings=settings)
-  if feed.source == "twitter":
-    from bond.connectors.x_stream import XStream
-
-    return XStream([feed.symbol], settings=settings, heartbeat_sec=HEARTBEAT_SEC)
-  if feed.source == "onchain":
-    from bond.connectors.geyser import GeyserFeed
-
-    return GeyserFeed(
-      settings=settings, event_types=sorted(params["event_types"]), heartbeat_sec=HEARTBEAT_SEC
-    )
-  from bond.connectors.custom_ws import CustomWsFeed
-
-  return CustomWsFeed(params["custom"], heartbeat_sec=HEARTBEAT_SEC)
+  return {fid: f for fid, f in state.all_feeds().items() if mine(f)}
 
 
-async def last_published_trade(
-  feed: Feed, scan: int = 20_000, chunk: int = 2_000, timeout_sec: float = 30.0
-) -> tuple[str, int] | None:
-  """Return (trade_id, ts) of the feed's last trade in its raw partition, if any is recent.
-
-  The partition is read backwards, `chunk` records at a time, up to `scan` records from its
-  end; each chunk is read to its last record. A resume point from a partly read chunk would
-  be an older trade, and every trade after it would be published twice: a read that cannot
-  finish within `timeout_sec` raises TimeoutError instead (the feed is started again later).
-  """
-  topic = RAW_TOPICS[feed.source]
-  tp = TopicPartition(topic.name, partition_for(feed.raw_key, topic.partitions))
-  key = feed.raw_key.encode()
-  consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-  await consumer.start()
-  loop = asyncio.get_running_loop()
-  deadline = loop.time() + timeout_sec
-  try:
-    consumer.assign([tp])
-    end = (await consumer.end_offsets([tp]))[tp]
-    first = (await consumer.beginning_offsets([tp]))[tp]
-    floor = max(first, end - scan)
-    upper = end
-    while upper > floor:
-      lower = max(floor, upper - chunk)
-      consumer.seek(tp, lower)
-      last: tuple[str, int] | None = None
-      while await consumer.position(tp) < upper:
-        if loop.time() > deadline:
-          raise TimeoutError(f"reading {tp.topic}[{tp.partition}] for the last trade of {feed.id}")
-        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=chunk)
-        for msg in batch.get(tp, []):
-          if msg.offset >= upper or msg.key != key or b'"trade"' not in msg.value:
-            continue
-          raw = json.loads(msg.value)
-          if (
-            raw.get("exchange") == feed.exchange
-            and raw.get("kind") == "trade"
-            and raw.get("trade_id")
-          ):
-            last = (str(raw["trade_id"]), int(raw["ts"]))
-      if last is not None:
-        return last
-      upper = lower
-    return None
-  finally:
-    await consumer.stop()
-
-
-STOP_TIMEOUT_SEC = 5.0
-START_CONCURRENCY = 8  # feeds started at once (each may scan its raw partition first)
-# What one feed may hold while Kafka does not take its events: beyond this the oldest go,
-# heartbeats first (a later one says the same), each counted in `dropped`.
-FEED_QUEUE_MAX = 20_000
-FEED_QUEUE_BYTES = 4 * 1024 * 1024
-PUBLISH_BATCH = 500
-PUBLISH_RETRY = Backoff(base_sec=0.1, max_sec=5.0, jitter=0.2)
-
-
-@dataclass(eq=False)
-class Running:
-  """One started feed: its connector, its publishing queue and tasks, and whether it may publish."""
-
-  feed: Feed
-  connector: Any
-  task: asyncio.Task[None] | None = None  # reads the connector into `queue`
-  publisher: asyncio.Task[None] | None = None  # sends `queue` to Kafka
-  live: bool = True  # cleared the moment the feed must stop: nothing is published after
-  queue: FeedQueue = field(
-    default_factory=lambda: FeedQueue(max_records=FEED_QUEUE_MAX, max_bytes=FEED_QUEUE_BYTES)
-  )
-  ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class FeedRunner:
-  """Runs the feeds this worker owns and publishes their events to the raw topics."""
+class FeedHost:
+  """The worker's side of its feed host: starts it (again, if it dies), tells it which feeds
+  to run, mutes it, and keeps what it last reported (`running`, `stats`)."""
 
   def __init__(self) -> None:
-    self.running: dict[str, Running] = {}
-    self.producer: AIOKafkaProducer | None = None
-    self.stats: dict[str, int] = {"published": 0, "errors": 0, "muted": 0, "dropped": 0}
+    self.proc: asyncio.subprocess.Process | None = None
+    self.running: list[str] = []
+    self.stats: dict[str, int] = {}
+    self.restarts = 0
+    self._sent: str | None = None  # the last feed set sent to the current process
+    self._asked: tuple[int, tuple[str, ...]] | None = None  # (registry version, feed ids) of it
+    self._mutes: dict[int, asyncio.Future[None]] = {}
+    self._next_id = 0
+    self._start_after = 0.0
+    self._reader: asyncio.Task[None] | None = None
+    self._lock = asyncio.Lock()  # one writer at a time on the host's stdin
 
-  async def producer_started(self) -> AIOKafkaProducer:
-    if self.producer is None:
-      self.producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2, enable_idempotence=True
-      )
-      await self.producer.start()
-    return self.producer
+  def alive(self) -> bool:
+    return self.proc is not None and self.proc.returncode is None
 
-  async def reconcile(self) -> None:
-    """Start the feeds this worker should run and stop the others."""
-    owned = {(tp.topic, tp.partition) for tp in reader.wanted()}
+  async def _ensure(self) -> bool:
+    """Start the host if it is not running (not sooner than its restart backoff)."""
+    if self.alive():
+      return True
+    if time.monotonic() < self._start_after:
+      return False
+    if self.proc is not None:  # it died: start another after a pause that grows
+      self.restarts += 1
+      log.error("feed host exited with %s; starting another", self.proc.returncode)
+      self._start_after = time.monotonic() + RESTART.delay(self.restarts)
+      self.proc = None
+      self.running = []
+      return False
+    self.proc = await asyncio.create_subprocess_exec(
+      sys.executable, "-m", "bond.agents.feedhost", "--parent", str(os.getpid()),
+      stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=MAX_LINE,
+    )  # fmt: skip
+    self._sent = None
+    self._reader = asyncio.create_task(self._read(self.proc), name="feed host reader")
+    return True
 
-    def mine(feed: Feed) -> bool:
-      topic = RAW_TOPICS[feed.source]
-      return (topic.name, partition_for(feed.raw_key, topic.partitions)) in owned
-
-    wanted = {fid: f for fid, f in state.all_feeds().items() if mine(f)}
-    await self.stop_feeds([f for f in self.running if f not in wanted])
-    new = [feed for fid, feed in wanted.items() if fid not in self.running]
-    # A few at a time: a stream over many symbols must not wait for each feed in turn.
-    for i in range(0, len(new), START_CONCURRENCY):
-      await asyncio.gather(*(self._start(feed) for feed in new[i : i + START_CONCURRENCY]))
-
-  async def _start(self, feed: Feed) -> None:
-    try:
-      connector = make_connector(feed)
-      if feed.source == "ccxt" and hasattr(connector, "resume_from"):
-        last = await last_published_trade(feed)
-        if last is not None:
-          connector.resume_from(feed.exchange, feed.symbol, *last)
-          log.info("feed %s resumes after trade %s", feed.id, last[0])
-      if getattr(connector, "mode", None) == "mock":
-        # A local generator stamps events with the current time: nothing older can follow.
-        connector.heartbeat_sec, connector.heartbeat_lag_ms = 0.05, 0
-      await connector.start()
-    except (ImportError, ValueError, OSError, KafkaError) as err:
-      self.stats["errors"] += 1
-      log.error("feed %s cannot start: %s", feed.id, err)
-      return
-    run = Running(feed, connector)
-    run.task = asyncio.create_task(self._pump(run), name=f"feed {feed.id}")
-    run.publisher = asyncio.create_task(self._publish(run), name=f"publish {feed.id}")
-    self.running[feed.id] = run
-    log.info("feed %s started", feed.id)
-
-  def mute(self) -> None:
-    """Stop every running feed from publishing, at once (a rebalance may move them)."""
-    for run in self.running.values():
-      run.live = False
-
-  async def stop_feeds(self, fids: list[str]) -> None:
-    """Stop these feeds: muted first, all together, then closed (each within a time limit).
-
-    Muting is what matters for exactly-once publishing: the next owner resumes after the
-    last trade in the raw topic, so nothing may be published once the decision is taken,
-    however long a connector takes to close.
-    """
-    runs = [self.running.pop(fid) for fid in fids if fid in self.running]
-    for run in runs:
-      run.live = False
-    if runs:
-      await asyncio.gather(*(self._stop(run) for run in runs))
-
-  async def _stop(self, run: Running) -> None:
-    tasks = {t for t in (run.task, run.publisher) if t is not None}
-    for task in tasks:
-      task.cancel()
-    if tasks:
-      _done, busy = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_SEC)
-      if busy:
-        log.warning(
-          "feed %s: publisher still busy after %.0fs (muted)", run.feed.id, STOP_TIMEOUT_SEC
-        )
-    try:
-      await asyncio.wait_for(run.connector.stop(), STOP_TIMEOUT_SEC)
-    except TimeoutError:
-      log.warning(
-        "feed %s: connector did not close within %.0fs (muted)", run.feed.id, STOP_TIMEOUT_SEC
-      )
-    except Exception as err:  # a connector failing to close must not keep the others running
-      log.warning("feed %s: closing failed: %r", run.feed.id, err)
-    log.info("feed %s stopped", run.feed.id)
-
-  async def _pump(self, run: Running) -> None:
-    """Read the connector into the feed's bounded queue; never wait for Kafka."""
-    feed, connector = run.feed, run.connector
-    async for event in connector:
-      if not run.live:
-        self.stats["muted"] += 1
-        return
-      heartbeat = bool(getattr(event, "heartbeat", False))
-      if heartbeat and feed.source == "ccxt":
-        event.exchange, event.symbol = feed.exchange, feed.symbol
-      dropped = run.queue.put(event.model_dump_json(exclude_none=True).encode(), heartbeat)
-      run.ready.set()
-      if dropped:
-        if run.queue.dropped == dropped:
-          log.warning("feed %s: Kafka is not taking its events; dropping the oldest "
-                      "(heartbeats first; counted in /bond/stats feeds.dropped)", feed.id)  # fmt: skip
-        self.stats["dropped"] += dropped
-
-  async def _publish(self, run: Running) -> None:
-    """Send the feed's queue to its raw topic in order, retrying with backoff."""
-    producer = await self.producer_started()
-    topic = RAW_TOPICS[run.feed.source].name
-    key = run.feed.raw_key.encode()
-    attempt = 0
-    while run.live:
-      if not run.queue:
-        run.ready.clear()
-        await run.ready.wait()
-        continue
-      batch = run.queue.take(PUBLISH_BATCH)
-      sent, unsent, err = await self._send(run, producer, topic, key, batch)
-      self.stats["published"] += sent
-      if err is None:
-        attempt = 0
-        continue
-      run.queue.give_back(unsent)
-      self.stats["errors"] += 1
-      attempt += 1
-      delay = PUBLISH_RETRY.delay(attempt)
-      log.warning("feed %s: publishing failed (%r); %d waiting, retrying in %.1fs",
-                  run.feed.id, err, len(run.queue), delay)  # fmt: skip
-      await asyncio.sleep(delay)
-
-  async def _send(
-    self,
-    run: Running,
-    producer: AIOKafkaProducer,
-    topic: str,
-    key: bytes,
-    batch: list[tuple[bytes, bool]],
-  ) -> tuple[int, list[tuple[bytes, bool]], BaseException | None]:
-    """Send records in order; return how many are in Kafka, those to send again, and why.
-
-    Only the records that failed are sent again (a record in Kafka twice would be a trade
-    counted twice); one that can never be sent (too large) is dropped and counted.
-    """
-    futures: list[tuple[tuple[bytes, bool], asyncio.Future[Any]]] = []
-    unsent: list[tuple[bytes, bool]] = []
-    failed: BaseException | None = None
-    for i, record in enumerate(batch):
-      if not run.live:
-        break  # muted: nothing more may go out, and nothing is kept
+  async def _read(self, proc: asyncio.subprocess.Process) -> None:
+    assert proc.stdout is not None
+    while line := await proc.stdout.readline():
       try:
-        futures.append((record, await producer.send(topic, record[0], key=key)))
-      except (KafkaError, OSError) as err:
-        if is_poison(err):
-          run.queue.dropped += 1
-          self.stats["dropped"] += 1
-          continue
-        failed, unsent = err, batch[i:]
-        break
-    results = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
-    again: list[tuple[bytes, bool]] = []
-    delivered = 0
-    for (record, _), result in zip(futures, results, strict=True):
-      if not isinstance(result, BaseException):
-        delivered += 1
-      elif is_poison(result):
-        run.queue.dropped += 1
-        self.stats["dropped"] += 1
-      else:
-        again.append(record)
-        failed = failed or result
-    return delivered, again + unsent, failed
+        msg = json.loads(line)
+      except ValueError:
+        continue
+      if msg.get("op") == "stats":
+        self.running, self.stats = list(msg.get("running", [])), dict(msg.get("stats", {}))
+      elif msg.get("op") == "muted":
+        fut = self._mutes.pop(int(msg.get("id", -1)), None)
+        if fut is not None and not fut.done():
+          fut.set_result(None)
+
+  async def _write(self, msg: dict[str, Any]) -> bool:
+    proc = self.proc
+    if proc is None or proc.stdin is None or proc.returncode is not None:
+      return False
+    try:
+      async with self._lock:
+        proc.stdin.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+        await proc.stdin.drain()
+    except (ConnectionError, OSError) as err:
+      log.warning("feed host: cannot write to it: %r", err)
+      return False
+    return True
+
+  async def run(self, feeds: dict[str, Feed]) -> None:
+    """Have the host run exactly these feeds (sent again only when the set changes)."""
+    if not await self._ensure():
+      return
+    asked = (state.version, tuple(sorted(feeds)))
+    if asked == self._asked and self._sent is not None:
+      return  # nothing changed: what the streams ask of each feed is not read again
+    self._asked = asked
+    items = [{"feed": [f.source, f.exchange, f.symbol, f.raw_key],
+              "params": source_params(f).to_wire()} for f in feeds.values()]  # fmt: skip
+    body = json.dumps(items, sort_keys=True)
+    if body == self._sent:
+      return
+    if await self._write({"op": "run", "feeds": items}):
+      self._sent = body
+
+  async def mute(self) -> None:
+    """Return once nothing publishes from the host: it confirmed, or it was killed."""
+    proc = self.proc
+    if proc is None or proc.returncode is not None:
+      return
+    self._next_id += 1
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    self._mutes[self._next_id] = fut
+    self._sent = None  # whatever set comes next is sent again
+    confirmed = await self._write({"op": "mute", "id": self._next_id})
+    if confirmed:
+      try:
+        await asyncio.wait_for(fut, MUTE_TIMEOUT_SEC)
+        return
+      except TimeoutError:
+        pass
+    self._mutes.pop(self._next_id, None)
+    log.error("feed host did not confirm a mute within %.0fs: killing it", MUTE_TIMEOUT_SEC)
+    with contextlib.suppress(ProcessLookupError):
+      proc.kill()
+    await proc.wait()
+
+  async def stop(self) -> None:
+    """End the host: stdin closed (it mutes and exits), killed if it lingers."""
+    proc, self.proc = self.proc, None
+    if proc is None or proc.returncode is not None:
+      return
+    if proc.stdin is not None:
+      proc.stdin.close()
+    try:
+      await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_SEC)
+    except TimeoutError:
+      with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+      await proc.wait()
 
 
-runner = FeedRunner()
+host = FeedHost()
 
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers narrowly
@@ -333,7 +192,7 @@ async def mute_on_revoke(sender: Any, *args: Any, signal: Any, **kwargs: Any) ->
   This runs inside the revocation, before any other worker can be given our partitions,
   so two workers never publish one feed; whoever owns it next resumes after its last trade.
   """
-  runner.mute()
+  await host.mute()
 
 
 @app.timer(0.25)
@@ -341,7 +200,10 @@ async def reconcile_feeds() -> None:
   """Keep exactly the owned feeds running (streams come and go, partitions move)."""
   if not ENABLED:
     return
-  if settled():
-    await runner.reconcile()
-  elif runner.running:
-    await runner.stop_feeds(list(runner.running))  # muted at once, then closed
+  await host.run(owned_feeds() if settled() else {})
+
+
+@app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers narrowly
+async def stop_feed_host(sender: Any, **kwargs: Any) -> None:
+  """The worker stops: so does its feed host."""
+  await host.stop()

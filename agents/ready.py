@@ -131,7 +131,7 @@ async def ready_page(web, request) -> Response:  # type: ignore[no-untyped-def]
 @app.page("/bond/stats")  # type: ignore[arg-type]
 async def stats_page(web, request) -> Response:  # type: ignore[no-untyped-def]
   """Answer the worker's counters: stage 1, stage 2, sink, feeds."""
-  from bond.agents.feeds import runner
+  from bond.agents.feeds import host
   from bond.agents.sink import sink
 
   body = {
@@ -142,7 +142,7 @@ async def stats_page(web, request) -> Response:  # type: ignore[no-untyped-def]
     "stage2_panes_lag": pane_reader.lag(),
     "raw_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in reader.assigned),
     "sink": {**sink.stats, **sink.kafka_ack_ms.summary("kafka_ack")},
-    "feeds": {"running": sorted(runner.running), **runner.stats},
+    "feeds": {"running": sorted(host.running), **host.stats, "host_restarts": host.restarts},
     "loop": loopwatch.summary(),
   }
   return web.json(body)

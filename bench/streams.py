@@ -16,7 +16,8 @@ The mix is ramped (25, 50, 100, 200, 500, 1,000 streams). At each step, after a 
 the bench measures the 1 s streams' lag (p50/p99 over 200 windows: five streams for 40 s;
 nearest-rank p99 over fewer than 101 windows is their worst one), their windows that are
 missing, have no trade or say `complete: false`, the `bond.panes` consumer lag of the worker's group, and
-the worker's CPU (in % of one core, and per stream). A step is sustained when every window
+the worker's CPU (in % of one core; per stream with its feed host's, the child process that
+runs its feeds). A step is sustained when every window
 of the 1 s streams arrived, complete and with trades, at p99 under 100 ms. The ramp stops
 at the first step that is not (the worker would only fall further behind). Every wait is
 bounded. BOND_MAX_STREAMS is raised for the deployment (the default allows 5).
@@ -186,12 +187,15 @@ class Platform:
   def pids(self) -> dict[str, int]:
     """Return the pid of each part on the machine: the platform's, Kafka's and Redis's."""
     out = {name: proc.proc.pid for name, proc in self.procs.items()}
+    host_of_worker = f"--parent\0{out['worker']}\0".encode()
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
       try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
       except OSError:
         continue
-      if b"kafka.Kafka" in cmd:
+      if b"bond.agents.feedhost" in cmd and host_of_worker in cmd + b"\0":
+        out["feed_host"] = int(pid)  # the worker's child that runs its feeds
+      elif b"kafka.Kafka" in cmd:
         out["kafka"] = int(pid)
       elif cmd.startswith(b"redis-server") or b"/redis-server" in cmd.split(b"\0")[0]:
         out["redis"] = int(pid)
@@ -431,6 +435,8 @@ async def step(
   no_trade = sum(1 for ev in events if not ev.get("trades"))
   incomplete = sum(1 for ev in events if ev.get("complete") is False)
   cpu_pct = pct(parts1["worker"] - parts0["worker"])
+  # The worker's feeds run in its child, the feed host: one worker costs both.
+  feeds_pct = pct(parts1.get("feed_host", 0.0) - parts0.get("feed_host", 0.0))
   p99 = quantile(ws_lags, 0.99)
   streams = n + len(seens)
   # How many mix windows end at the same second as each measured one (epoch-aligned windows:
@@ -456,7 +462,8 @@ async def step(
     "panes_lag_start": lag_before,
     "panes_lag_end": lag_after,
     "worker_cpu_pct": round(cpu_pct, 1),
-    "cpu_pct_per_stream": round(cpu_pct / streams, 3),
+    "feed_host_cpu_pct": round(feeds_pct, 1),
+    "cpu_pct_per_stream": round((cpu_pct + feeds_pct) / streams, 3),
     # What the worker shares its cores with: the bench itself (WebSocket client, readers) and
     # the machine as a whole (Kafka, the gateway, the sim...), in % of one core.
     "bench_cpu_pct": round(pct(own1 - own0), 1),
