@@ -111,6 +111,8 @@ async def main(parent: int) -> None:
   await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
   host = Host()
   tasks = [asyncio.create_task(host.apply_loop()), asyncio.create_task(host.stats_loop())]
+  for task in tasks:
+    task.add_done_callback(_exit_when_done)
   while True:
     line = await reader.readline()
     if not line:  # the worker closed our stdin or is gone: nothing may publish any more
@@ -120,11 +122,13 @@ async def main(parent: int) -> None:
       host.command(json.loads(line))
     except (ValueError, KeyError, TypeError) as err:
       log.error("feed host: bad command %r: %s", line[:200], err)
-    if any(t.done() for t in tasks):  # a loop died: let the worker start a new host
-      for t in tasks:
-        if t.done() and t.exception() is not None:
-          log.error("feed host: %r", t.exception())
-      os._exit(1)
+
+
+def _exit_when_done(task: asyncio.Task[None]) -> None:
+  """A loop of the host ended (they never do): exit at once, so the worker starts a new one."""
+  if not task.cancelled():
+    log.error("feed host: %s ended: %r", task.get_coro(), task.exception())
+  os._exit(1)
 
 
 if __name__ == "__main__":
