@@ -28,6 +28,7 @@ import sys
 from typing import Any
 
 from bond.agents.feedrunner import FeedParams, FeedRunner
+from bond.loopwatch import GC_THRESHOLDS
 from bond.windowing import Feed
 
 log = logging.getLogger("bond.feedhost")
@@ -35,7 +36,6 @@ log = logging.getLogger("bond.feedhost")
 STATS_SEC = 0.5
 MAX_LINE = 4 * 1024 * 1024  # a command naming every feed of a large deployment
 PR_SET_PDEATHSIG = 1
-GC_THRESHOLDS = (50_000, 20, 100)  # as the worker's: young collections less often
 
 
 def die_with_parent(parent: int) -> None:

@@ -16,13 +16,12 @@ from bond.agents.state import state
 from bond.agents.windows import driver
 from bond.agents.windows import reader as pane_reader
 from bond.agents.windows import table as windows_table
-from bond.loopwatch import LoopWatch
+from bond.loopwatch import GC_THRESHOLDS, LoopWatch
 from bond.topics import TopicSpec
 from bond.topics.admin import TopicAdmin
 
 log = logging.getLogger(__name__)
 
-GC_THRESHOLDS = (50_000, 20, 100)
 CHANGELOGS_WAIT_SEC = 30.0
 loopwatch = LoopWatch(stall_ms=settings.bond_stall_ms)
 

@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from bench.gateway.common import percentile
 from bench.stack import ensure_infra, write_result
 from bond.topics import stream_topic
 from bond.topics.admin import TopicAdmin, drop_topics
@@ -45,12 +46,6 @@ BODY = (
   b'"liquidations":0,"onchain":{},"custom_count":0,"complete":true,'
   b'"raw_data":{"trades":20,"sources":["binance"],"sim":true}}'
 )
-
-
-def rank(values: list[float], q: float) -> float:
-  """Return the nearest-rank q-quantile (0..1) of a non-empty list, rounded to 0.1."""
-  ordered = sorted(values)
-  return round(ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))], 1)
 
 
 async def burst(producer: AIOKafkaProducer, targets: list[tuple[str, bytes]]) -> None:
@@ -122,7 +117,10 @@ async def run(bootstrap: str, windows: int, rounds: int) -> dict[str, Any]:
   out: dict[str, Any] = {"windows_per_burst": windows, "rounds": rounds}
   for name, times in acks.items():
     out[name] = {
-      "ack_ms": {"p50": rank(times, 0.5), "p90": rank(times, 0.9), "max": rank(times, 1.0)},
+      "ack_ms": {
+        q: round(percentile(times, at) or 0.0, 1)
+        for q, at in (("p50", 50), ("p90", 90), ("max", 100))
+      },
       "producer_cpu_us_per_window": round(cpu[name] / (rounds * windows) * 1e6, 1),
     }
   return out

@@ -9,7 +9,8 @@ import asyncio
 import gc
 from collections.abc import Callable
 
-GC_THRESHOLDS = (50_000, 20, 100)
+from bond.loopwatch import GC_THRESHOLDS
+
 FREEZE_EVERY_CONNECTS = 500
 FREEZE_DELAY_SEC = 1.0  # after a batch of connects, so that its handshakes are done
 THAW_DELAY_SEC = 5.0
