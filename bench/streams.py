@@ -367,6 +367,55 @@ async def read_path(bootstrap: str, prefix: str, sid: str, seen: Seen) -> None:
     await consumer.stop()
 
 
+class MixSample:
+  """Reads the stream topics of a sample of the mix (every MIX_SAMPLE_EVERY-th stream, so
+  every interval is in it): when each window became readable in Kafka, which is when the
+  gateway can have it. What the measured 1 s windows gain must not be the mix's loss."""
+
+  def __init__(self, bootstrap: str) -> None:
+    self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    self.intervals: dict[str, int] = {}  # topic -> the stream's interval (s)
+    self.seen: dict[tuple[str, int], int] = {}  # (topic, seq) -> ms it was read
+
+  async def follow(self, topics: dict[str, int]) -> None:
+    """Read these topics too (from their end)."""
+    new = [t for t in topics if t not in self.intervals]
+    if not new:
+      return
+    self.intervals.update(topics)
+    tps = [TopicPartition(t, 0) for t in self.intervals]
+    positions = {tp: await self.consumer.position(tp) for tp in self.consumer.assignment()}
+    self.consumer.assign(tps)
+    for tp, offset in positions.items():
+      self.consumer.seek(tp, offset)
+    await self.consumer.seek_to_end(*(TopicPartition(t, 0) for t in new))
+
+  async def run(self) -> None:
+    while True:
+      if not self.intervals:
+        await asyncio.sleep(0.1)
+        continue
+      batches = await self.consumer.getmany(timeout_ms=100)
+      now_ms = int(time.time() * 1000)
+      for tp, records in batches.items():
+        for msg in records:
+          self.seen.setdefault((tp.topic, int(json.loads(msg.value)["seq"])), now_ms)
+
+  def lags(self, t0_ms: int, t1_ms: int) -> dict[str, list[float | None]]:
+    """Return [windows, p50, p99] of the sample's lag (read minus window end) per interval,
+    and over all, for windows ending in [t0, t1)."""
+    by: dict[str, list[float]] = {}
+    for (topic, seq), read_ms in self.seen.items():
+      if t0_ms <= seq < t1_ms:
+        lag = float(read_ms - seq)
+        by.setdefault(f"{self.intervals[topic]}s", []).append(lag)
+        by.setdefault("all", []).append(lag)
+    return {k: [len(v), quantile(v, 0.5), quantile(v, 0.99)] for k, v in sorted(by.items())}
+
+
+MIX_SAMPLE_EVERY = 20
+
+
 def breakdown(seen: Seen, ends: list[int]) -> dict[str, Any]:
   """Return p50/p99 of each leg of the 1 s stream's lag (ms after the window end)."""
   legs = {
@@ -401,12 +450,24 @@ def hops(seen: Seen, ends: list[int]) -> dict[str, Any]:
 
 
 async def step(
-  platform: Platform, seens: list[Seen], n: int, warmup_sec: float, measure_sec: float
+  platform: Platform,
+  seens: list[Seen],
+  mix: MixSample,
+  n: int,
+  warmup_sec: float,
+  measure_sec: float,
 ) -> dict[str, Any]:
   """Grow the mix to n streams, warm up, measure; return the step's figures."""
   t_add = time.monotonic()
   await platform.add_mix(n)
   added_sec = time.monotonic() - t_add
+  mix_sids = platform.sids[len(seens) :]
+  await mix.follow(
+    {
+      platform.prefix + stream_topic(mix_sids[i]).name: mix_spec(i)["interval_sec"]
+      for i in range(0, len(mix_sids), MIX_SAMPLE_EVERY)
+    }
+  )
   await asyncio.sleep(warmup_sec)
   lag_before = await platform.panes_lag()
   t0_ms = int(time.time() * 1000)
@@ -490,6 +551,9 @@ async def step(
     # [p50, p99] ms after the window end at which each leg of the path was done.
     "lag_breakdown_ms": breakdown(btc, ends),
     "lag_hops_ms": hops(btc, ends),
+    # A sample of the mix's own windows: [windows, p50, p99] ms from window end until
+    # readable in Kafka, per interval.
+    "mix_topic_lag_ms": mix.lags(t0_ms, t1_ms),
     # {mix windows ending at the same second: [windows, p50, max]} of the measured lags.
     "lag_by_burst_ms": {
       due: [len(lags), quantile(lags, 0.5), quantile(lags, 1.0)]
@@ -515,6 +579,7 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
     platform = Platform(bootstrap, redis_url)
     tasks: list[asyncio.Task[None]] = []
     seens: list[Seen] = []
+    mix = MixSample(bootstrap)
     try:
       await platform.start()
       measured = await platform.measured_streams()
@@ -524,7 +589,9 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
       tasks = [
         asyncio.create_task(read_ws(url, s)) for (_sid, url), s in zip(measured, seens, strict=True)
       ]
+      await mix.consumer.start()
       tasks += [
+        asyncio.create_task(mix.run()),
         asyncio.create_task(read_topic(bootstrap, topic, seen)),
         asyncio.create_task(read_path(bootstrap, platform.prefix, sid, seen)),
       ]
@@ -534,7 +601,7 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
       header = f"{'streams':>8} {'p50':>7} {'p99':>7} {'topic p99':>9} {'miss':>4} {'no trade':>8} {'incompl':>7} {'panes lag':>14} {'cpu %':>6} {'%/stream':>8} {'s1/s2 read p99':>14}"  # fmt: skip
       print(header)
       for n in steps:
-        row = await step(platform, seens, n - len(seens), warmup_sec, measure_sec)
+        row = await step(platform, seens, mix, n - len(seens), warmup_sec, measure_sec)
         rows.append(row)
         print(f"{row['live_streams']:>8} {row['p50_ms']!s:>7} {row['p99_ms']!s:>7} {row['topic_p99_ms']!s:>9} "
               f"{row['missing']:>4} {row['no_trade']:>8} {row['incomplete']:>7} "
@@ -554,13 +621,15 @@ async def main(quick: bool, label: str | None, steps: tuple[int, ...], keep_goin
           + f"; bench CPU {row['bench_cpu_pct']}%, machine busy {row['machine_busy_pct']}% "
           + f"of {100 * (os.cpu_count() or 1)}% (stolen {row['machine_steal_pct']}%)"
           + f"; CPU % by part {row['cpu_pct_by_part']}"
-          + f"; lag by burst (due: n, p50, max) {row['lag_by_burst_ms']}", flush=True)  # fmt: skip
+          + f"; lag by burst (due: n, p50, max) {row['lag_by_burst_ms']}"
+          + f"; mix sample in Kafka (n, p50, p99) {row['mix_topic_lag_ms']}", flush=True)  # fmt: skip
         if not row["sustained"] and not keep_going:
           break
     finally:
       for task in tasks:
         task.cancel()
       await asyncio.gather(*tasks, return_exceptions=True)
+      await mix.consumer.stop()
       await platform.cleanup()
   sustained = [r["live_streams"] for r in rows if r["sustained"]]
   best = max(sustained, default=0)
