@@ -17,7 +17,7 @@ from bond.agents.state import partition_for
 from bond.config import get_settings
 from bond.connectors.backoff import Backoff
 from bond.schemas import CustomSource
-from bond.topics import PATH_LINGER_MS, RAW_TOPICS
+from bond.topics import RAW_TOPICS
 from bond.windowing import Feed
 
 log = logging.getLogger(__name__)
@@ -160,10 +160,7 @@ class FeedRunner:
   async def producer_started(self) -> AIOKafkaProducer:
     if self.producer is None:
       self.producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        linger_ms=PATH_LINGER_MS,
-        enable_idempotence=True,
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2, enable_idempotence=True
       )
       await self.producer.start()
     return self.producer

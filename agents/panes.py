@@ -20,7 +20,7 @@ from bond.agents.outbox import Recent
 from bond.agents.reading import TableReader, position, position_key
 from bond.agents.state import state
 from bond.connectors.backoff import Backoff
-from bond.topics import PANES, PATH_LINGER_MS, RAW_TOPICS
+from bond.topics import PANES, RAW_TOPICS
 from bond.windowing import KeyState, PaneOut, PaneRecord, Stage1, WireError
 
 log = logging.getLogger(__name__)
@@ -129,10 +129,7 @@ class RawReader(TableReader):
     await state.ready.wait()
     self.consumer = self.new_consumer()
     self.producer = AIOKafkaProducer(
-      bootstrap_servers=settings.kafka_bootstrap,
-      acks="all",
-      linger_ms=PATH_LINGER_MS,
-      enable_idempotence=True,
+      bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2, enable_idempotence=True
     )
     await self.consumer.start()
     await self.producer.start()

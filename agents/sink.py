@@ -42,7 +42,7 @@ from bond.agents.sink_io import (
 )
 from bond.agents.sink_metrics import MetricsOut
 from bond.connectors.backoff import Backoff
-from bond.topics import PATH_LINGER_MS, stream_topic
+from bond.topics import stream_topic
 from bond.topics.admin import TopicAdmin
 from bond.windowing.stage2_state import TrackId
 from bond.wire import stream_key
@@ -208,12 +208,11 @@ class Sink(MetricsOut):
   async def _started(self) -> AIOKafkaProducer:
     if self._producer is None:
       # Its own producer: waiting for a new stream topic's metadata must not hold up the panes.
-      # No linger (PATH_LINGER_MS): a burst's windows still share a request, the one in flight
-      # gathering them.
+      # A short linger gathers the windows of many streams into one produce request.
       producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
-        linger_ms=PATH_LINGER_MS,
+        linger_ms=2,
         max_request_size=max(1_048_576, self.outbox.max_window_bytes + 65_536),
       )
       await producer.start()

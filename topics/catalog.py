@@ -82,11 +82,6 @@ STREAM_INDEX_BYTES = 65_536
 # Defaults of BOND_HISTORY_HOURS and BOND_RAW_RETENTION_HOURS; TopicAdmin applies the settings.
 STREAM_RETENTION_MS = 24 * HOUR_MS
 RAW_RETENTION_MS = 24 * HOUR_MS
-# The producers on a window's path (feeds to bond.raw.*, stage 1 to bond.panes, the sink to
-# bond.stream.*) send without lingering: a produce request goes out as soon as the one in
-# flight is answered, so batches still form under load, and a quiet hop saves the linger
-# (2 ms lingered cost 2.6 ms p50, 5 ms p99 per hop on the dev stack; ARCHITECTURE.md "Output").
-PATH_LINGER_MS = 0
 RAW_TOPICS = {"ccxt": RAW_CCXT, "twitter": RAW_X, "onchain": RAW_ONCHAIN, "custom": RAW_CUSTOM}
 CATALOG: tuple[TopicSpec, ...] = (
   CONTROL_STREAMS,
