@@ -39,6 +39,15 @@ class FeedParams:
     return {"liquidations": self.liquidations, "event_types": list(self.event_types),
             "custom": self.custom.model_dump(mode="json") if self.custom else None}  # fmt: skip
 
+  def covers(self, asked: "FeedParams") -> bool:
+    """Return whether a feed started with these parameters gives all that `asked` asks for
+    (more than asked is harmless: no stream reads it)."""
+    return (
+      (self.liquidations or not asked.liquidations)
+      and set(asked.event_types) <= set(self.event_types)
+      and self.custom == asked.custom
+    )
+
   @classmethod
   def from_wire(cls, raw: dict[str, Any]) -> "FeedParams":
     custom = raw.get("custom")
@@ -138,6 +147,7 @@ class Running:
   """One started feed: its connector, its publishing queue and tasks, and whether it may publish."""
 
   feed: Feed
+  params: "FeedParams"
   connector: Any
   task: asyncio.Task[None] | None = None  # reads the connector into `queue`
   publisher: asyncio.Task[None] | None = None  # sends `queue` to Kafka
@@ -168,12 +178,20 @@ class FeedRunner:
   async def apply(self, wanted: dict[str, tuple[Feed, "FeedParams"]]) -> None:
     """Run exactly these feeds (by id): stop the others, start the missing ones.
 
-    A feed already running keeps the parameters it started with; a muted one is started
-    again (it resumes after the last trade in its raw partition).
+    A muted feed is started again, and so is a feed whose streams now ask for more than it
+    started with (a new stream wanting its liquidations, other on-chain event types, changed
+    custom settings): both resume after the last trade in their raw partition. A feed asked
+    for less keeps running as it is; a restart would cost its streams a gap for nothing.
     """
     self.muted = False
-    await self.stop_feeds([fid for fid, run in self.running.items()
-                           if fid not in wanted or not run.live])  # fmt: skip
+    stale = []
+    for fid, run in self.running.items():
+      if fid in wanted and run.live and not run.params.covers(wanted[fid][1]):
+        log.info("feed %s restarts: its streams ask for %s", fid, wanted[fid][1].to_wire())
+      elif fid in wanted and run.live:
+        continue
+      stale.append(fid)
+    await self.stop_feeds(stale)
     new = [(feed, params) for fid, (feed, params) in wanted.items() if fid not in self.running]
     # A few at a time: a stream over many symbols must not wait for each feed in turn.
     for i in range(0, len(new), START_CONCURRENCY):
@@ -198,7 +216,7 @@ class FeedRunner:
     if self.muted:  # muted while it started: it must not publish
       await self._close(connector, feed.id)
       return
-    run = Running(feed, connector)
+    run = Running(feed, params, connector)
     run.task = asyncio.create_task(self._pump(run), name=f"feed {feed.id}")
     run.publisher = asyncio.create_task(self._publish(run), name=f"publish {feed.id}")
     self.running[feed.id] = run

@@ -126,6 +126,81 @@ async def test_runs_feeds_publishes_nothing_once_muted_and_ends_with_stdin(
     host.reader.cancel()
 
 
+async def raw_btc(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+  """Return every BTC/USDT record of the raw partition so far (decoded)."""
+  tp = TopicPartition(topic, partition_for("BTC/USDT", RAW_TOPICS["ccxt"].partitions))
+  consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+  await consumer.start()
+  out: list[dict[str, Any]] = []
+  try:
+    consumer.assign([tp])
+    await consumer.seek_to_beginning(tp)
+    end = (await consumer.end_offsets([tp]))[tp]
+    while await consumer.position(tp) < end:
+      batch = await consumer.getmany(tp, timeout_ms=1000)
+      out += [json.loads(m.value) for m in batch.get(tp, []) if m.offset < end]
+  finally:
+    await consumer.stop()
+  return out
+
+
+async def test_a_feed_asked_for_more_restarts_with_it_and_publishes_no_trade_twice(
+  infra, isolated_env, sim_factory
+):
+  # A stream wanting liquidations joins a feed that runs without them (its first streams
+  # did not ask): the feed starts again with them, after the last trade it published.
+  sim = await sim_factory(trades_per_sec=50, seed=12, liquidation_ratio=0.2)
+  prefix = isolated_env["BOND_TOPIC_PREFIX"]
+  raw = dataclasses.replace(RAW_TOPICS["ccxt"], name=prefix + RAW_TOPICS["ccxt"].name)
+  async with TopicAdmin(infra["bootstrap"]) as admin:
+    await admin.ensure([raw])
+  proc = await asyncio.create_subprocess_exec(
+    sys.executable, "-m", "bond.agents.feedhost", "--parent", str(os.getpid()),
+    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    env=host_env(isolated_env, sim.port),
+  )  # fmt: skip
+  host = Host(proc)
+
+  async def kinds() -> set[str]:
+    return {r.get("kind", "heartbeat") for r in await raw_btc(infra["bootstrap"], raw.name)}
+
+  try:
+    await host.send({"op": "run", "feeds": [{"feed": FEED, "params": PARAMS}]})
+    await wait_until(lambda: _grown(infra["bootstrap"], raw.name, 50), 30, "trades")
+    assert "liquidation" not in await kinds()
+
+    await host.send({"op": "run", "feeds": [{"feed": FEED, "params": {**PARAMS, "liquidations": True}}]})  # fmt: skip
+    await wait_until(lambda: _has_liquidation(kinds), 30, "liquidations after the new run")
+    # Trades kept coming after the restart, none of them twice.
+    trades_at = len(await raw_btc(infra["bootstrap"], raw.name))
+    await wait_until(lambda: _grown(infra["bootstrap"], raw.name, trades_at + 20), 30, "trades")
+    ids = [r["trade_id"] for r in await raw_btc(infra["bootstrap"], raw.name) if r.get("kind") == "trade"]  # fmt: skip
+    assert len(ids) == len(set(ids)), "a trade was published twice across the restart"
+
+    # Asked for less, it keeps running as it is: no restart, no gap, liquidations go on.
+    async def liquidations() -> int:
+      return sum(
+        r.get("kind") == "liquidation" for r in await raw_btc(infra["bootstrap"], raw.name)
+      )
+
+    before = await liquidations()
+    await host.send({"op": "run", "feeds": [{"feed": FEED, "params": PARAMS}]})
+    await wait_until(lambda: _more(liquidations, before + 20), 30, "liquidations to go on")
+  finally:
+    if proc.returncode is None:
+      proc.kill()
+      await proc.wait()
+    host.reader.cancel()
+
+
+async def _more(count: Any, than: int) -> bool:
+  return await count() > than
+
+
+async def _has_liquidation(kinds: Any) -> bool:
+  return "liquidation" in await kinds()
+
+
 async def _grown(bootstrap: str, topic: str, at_least: int) -> bool:
   return await raw_end(bootstrap, topic) >= at_least
 

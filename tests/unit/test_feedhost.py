@@ -39,3 +39,17 @@ async def test_a_mute_holds_before_it_is_confirmed_and_the_next_run_lifts_it(cap
   assert host.changed.is_set() and host.wanted == {}
   await host.runner.apply(host.wanted)
   assert not host.runner.muted
+
+
+def test_a_feed_restarts_only_when_its_streams_ask_for_more_than_it_gives():
+  plain = FeedParams()
+  liq = FeedParams(liquidations=True)
+  assert plain.covers(plain) and liq.covers(plain) and liq.covers(liq)
+  assert not plain.covers(liq)  # a new stream wants the feed's liquidations
+  swaps = FeedParams(event_types=("swap",))
+  both = FeedParams(event_types=("swap", "transfer"))
+  assert both.covers(swaps) and not swaps.covers(both)
+  custom = CUSTOM
+  moved = CustomSource.model_validate({"url": "wss://feed.example/other"})
+  assert FeedParams(custom=custom).covers(FeedParams(custom=custom))
+  assert not FeedParams(custom=custom).covers(FeedParams(custom=moved))
