@@ -69,7 +69,8 @@ class PaneOut:
   start_ms: int
   pane: Pane
   partial: bool = False
-  # The empty pane opened one back for a feed just heard of: nothing is known of its time.
+  # Nothing is known of its time: the empty pane opened one back for a feed just heard of,
+  # or a pane of a silence (`Stage1.gap_ms`) when nothing was heard of the feed at all.
   opened: bool = False
 
 
@@ -84,6 +85,7 @@ class Stage1:
     max_empty_panes: int = 3600,
     latency_samples: int = 8,
     quiet_ms: int = 300,
+    gap_ms: int = 10_000,
   ) -> None:
     self.pane_ms = pane_ms
     self.clock = clock
@@ -99,6 +101,13 @@ class Stage1:
     self._touched: dict[tuple[str, str, str], int] = {}
     # feed id -> start of the pane opened back when the feed was first heard of, until it closes
     self._opened: dict[str, int] = {}
+    # A feed that said nothing, not even a heartbeat, for longer than this (in its own time)
+    # was not heard: the worker or the feed was down, its connection lost. The panes of that
+    # silence are closed `opened`, so the windows holding them say the feed is missing rather
+    # than pass for a quiet market (the trades the feed backfilled after it are kept).
+    self.gap_ms = gap_ms
+    # feed id -> [first, last) pane starts of its last silence, until they are closed
+    self._gaps: dict[str, tuple[int, int]] = {}
 
   def apply(
     self, st: KeyState, source: str, key: str, offset: int, raw: Mapping[str, Any]
@@ -121,6 +130,9 @@ class Stage1:
       # closes a pane at once and tells stage 2 how far it has got.
       fp = st.feeds[feed.id] = FeedPanes(0, window_start(ts_ms, self.pane_ms) - self.pane_ms)
       self._opened[feed.id] = fp.closed_until_ms
+    if fp.progress_ms and ts_ms - fp.progress_ms > self.gap_ms:
+      silent = (window_start(fp.progress_ms, self.pane_ms), window_start(ts_ms, self.pane_ms))
+      self._gaps[feed.id] = silent
     if raw.get("heartbeat"):
       fp.progress_ms = max(fp.progress_ms, ts_ms)
       return None
@@ -151,8 +163,12 @@ class Stage1:
         continue
       start = max(fp.closed_until_ms, upto - self.max_empty_panes * self.pane_ms)
       opened = self._opened.pop(feed_id, None)
+      gap_from, gap_to = self._gaps.get(feed_id, (0, 0))
+      if gap_to <= upto:
+        self._gaps.pop(feed_id, None)
       while start < upto:
-        out.append(PaneOut(feed_id, start, fp.panes.pop(start, Pane()), opened=start == opened))
+        unknown = start == opened or gap_from <= start < gap_to
+        out.append(PaneOut(feed_id, start, fp.panes.pop(start, Pane()), opened=unknown))
         start += self.pane_ms
       for stale in [s for s in fp.panes if s < upto]:
         del fp.panes[stale]

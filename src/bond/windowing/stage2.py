@@ -271,6 +271,10 @@ class Stage2(StateOut):
       self.stats["resent"] += 1
       return
     self.stats["panes_in"] += 1
+    if rec.opened:
+      # Nothing is known of this pane's time (a silence of the feed): its data begins again
+      # after it, and a window holding it lacks the feed.
+      track.first_ms = max(track.first_ms, rec.start_ms + self.pane_ms)
     track.progress_ms = max(track.progress_ms, rec.progress_ms)
     track.seen_ms = now_ms
     track.partials.pop(rec.start_ms, None)

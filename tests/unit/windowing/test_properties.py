@@ -73,21 +73,15 @@ def test_windows_composed_from_panes_equal_a_recomputation_from_raw_events(inter
     "b": [dict(e, exchange="b", symbol="BTC/USDT") for e in ev_b],
   }
   # Both feeds were up before the streams' first windows (a window starting before its
-  # feed's first pane is flagged incomplete: test_stages). A feed delivers in time order
-  # (stage 1 counts an event older than a closed pane late).
-  for ex in ("a", "b"):
-    p.raw(
-      "ccxt",
-      "BTC/USDT",
-      {"heartbeat": True, "exchange": ex, "symbol": "BTC/USDT", "ts": T0 - 10_000},
-    )
-  p.raw("ccxt", "BTC/USDT", *sorted([*raw["a"], *raw["b"]], key=lambda e: e["ts"]))
-  for ex in ("a", "b"):
-    p.raw(
-      "ccxt",
-      "BTC/USDT",
-      {"heartbeat": True, "exchange": ex, "symbol": "BTC/USDT", "ts": T0 + 12_000},
-    )
+  # feed's first pane is flagged incomplete: test_stages) and live throughout, a heartbeat a
+  # second (a feed silent for 10 s was not heard: its panes are unknown). A feed delivers in
+  # time order (stage 1 counts an event older than a closed pane late).
+  beats = [
+    {"heartbeat": True, "exchange": ex, "symbol": "BTC/USDT", "ts": ts}
+    for ex in ("a", "b")
+    for ts in range(T0 - 10_000, T0 + 12_001, 1000)
+  ]
+  p.raw("ccxt", "BTC/USDT", *sorted([*beats, *raw["a"], *raw["b"]], key=lambda e: e["ts"]))
   for d in defs:
     windows = p.out.windows[d.stream_id]
     assert windows, "every stream has windows up to the feeds' progress"

@@ -290,3 +290,34 @@ def test_a_flush_not_all_written_is_dropped_when_partitions_move():
   written = dict(store)
   st2.assign([1], list(store.items()))  # partition 0 went to another worker
   assert st2.write(None) == 0 and store == written
+
+
+def test_windows_of_a_feeds_silence_say_it_is_missing_not_that_the_market_was_quiet():
+  # The platform (or the feed's connection) was down for 30 s: nothing, not even a heartbeat,
+  # came from the feed. Its panes of that time are unknown, and the windows holding them say
+  # so; before, they went out empty and `complete: true`, a quiet market to a quant.
+  clock = FakeClock(T0)
+  d = stream("s1", BTC, created_ms=T0 - 10_000)
+  p = Pipeline(clock, [d], lateness_ms=10**8)  # no deadline: only progress sends windows
+  first = p.stage2._streams["s1"].next_end_ms
+  live = [heartbeat(first - 2000 + i * 250) for i in range(17)]  # up to first + 2 s
+  p.raw("ccxt", "BTC/USDT", *live[:8], trade(first + 10, 1.0, 1.0), *live[8:])
+  p.raw("ccxt", "BTC/USDT", *[trade(first + 32_000 + i * 100, 2.0, 1.0) for i in range(40)])
+  p.raw("ccxt", "BTC/USDT", heartbeat(first + 36_500))
+  windows = p.out.windows["s1"]
+  assert [w["seq"] for w in windows] == [first + i * 2000 for i in range(19)]
+  flags = [(w["complete"], w.get("missing")) for w in windows]
+  assert flags[0] == (True, None)  # the last window before the silence, with its trade
+  assert windows[0]["trades"] == 0 and windows[1]["trades"] == 1
+  assert flags[1] == (True, None)
+  # From the pane the silence began in to the one the feed spoke again in: missing.
+  assert flags[2:17] == [(False, [FEED])] * 15
+  assert flags[17:] == [(True, None)] * 2
+  assert [w["trades"] for w in windows[17:]] == [20, 20]
+  # A feed that is merely quiet (heartbeats, no trade) has complete, empty windows.
+  clock = FakeClock(T0)
+  p = Pipeline(clock, [stream("s2", BTC, created_ms=T0 - 10_000)], lateness_ms=10**8)
+  first = p.stage2._streams["s2"].next_end_ms
+  p.raw("ccxt", "BTC/USDT", *[heartbeat(first - 2000 + i * 250) for i in range(150)])
+  quiet = p.out.windows["s2"]
+  assert len(quiet) >= 15 and all(w["complete"] and w["trades"] == 0 for w in quiet)
