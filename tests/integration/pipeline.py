@@ -61,20 +61,26 @@ class Deployment:
 
   async def stream_windows(self, sid: str) -> list[dict]:
     """Return every window in the stream's Kafka topic, in order."""
-    topic = f"{self.prefix}bond.stream.{sid}"
-    consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    out: list[dict] = []
-    try:
-      tp = TopicPartition(topic, 0)
-      consumer.assign([tp])
-      end = (await consumer.end_offsets([tp]))[tp]
-      while await consumer.position(tp) < end:
-        batch = await consumer.getmany(tp, timeout_ms=1000)
-        out += [json.loads(m.value) for m in batch.get(tp, []) if m.offset < end]
-    finally:
-      await consumer.stop()
-    return out
+    return await partition_records(
+      self.bootstrap, TopicPartition(f"{self.prefix}bond.stream.{sid}", 0)
+    )
+
+
+async def partition_records(bootstrap: str, tp: TopicPartition) -> list[dict]:
+  """Return every record of a topic partition so far, decoded from JSON, in order."""
+  consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+  await consumer.start()
+  out: list[dict] = []
+  try:
+    consumer.assign([tp])
+    await consumer.seek_to_beginning(tp)
+    end = (await consumer.end_offsets([tp]))[tp]
+    while await consumer.position(tp) < end:
+      batch = await consumer.getmany(tp, timeout_ms=1000)
+      out += [json.loads(m.value) for m in batch.get(tp, []) if m.offset < end]
+  finally:
+    await consumer.stop()
+  return out
 
 
 def trade(ex: str, sym: str, ts: int, price: float, amount: float, tid: int) -> dict:

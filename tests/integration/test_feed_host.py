@@ -19,8 +19,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bond.agents.state import partition_for
-from bond.topics import RAW_TOPICS
+from bond.topics import RAW_TOPICS, TopicSpec
 from bond.topics.admin import TopicAdmin
+from tests.integration.pipeline import partition_records
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,6 +67,22 @@ class Host:
     return stats[-1]["running"] if stats else []
 
 
+async def start_host(
+  infra: dict[str, Any], isolated_env: dict[str, str], sim_port: int
+) -> tuple[Host, TopicSpec]:
+  """Create the isolated raw topic and start a feed host against the sim, as a worker does."""
+  prefix = isolated_env["BOND_TOPIC_PREFIX"]
+  raw = dataclasses.replace(RAW_TOPICS["ccxt"], name=prefix + RAW_TOPICS["ccxt"].name)
+  async with TopicAdmin(infra["bootstrap"]) as admin:
+    await admin.ensure([raw])
+  proc = await asyncio.create_subprocess_exec(
+    sys.executable, "-m", "bond.agents.feedhost", "--parent", str(os.getpid()),
+    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    env=host_env(isolated_env, sim_port),
+  )  # fmt: skip
+  return Host(proc), raw
+
+
 async def raw_end(bootstrap: str, topic: str) -> int:
   tp = TopicPartition(topic, partition_for("BTC/USDT", RAW_TOPICS["ccxt"].partitions))
   consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
@@ -80,16 +97,8 @@ async def test_runs_feeds_publishes_nothing_once_muted_and_ends_with_stdin(
   infra, isolated_env, sim_factory
 ):
   sim = await sim_factory(trades_per_sec=50, seed=11)
-  prefix = isolated_env["BOND_TOPIC_PREFIX"]
-  raw = dataclasses.replace(RAW_TOPICS["ccxt"], name=prefix + RAW_TOPICS["ccxt"].name)
-  async with TopicAdmin(infra["bootstrap"]) as admin:
-    await admin.ensure([raw])
-  proc = await asyncio.create_subprocess_exec(
-    sys.executable, "-m", "bond.agents.feedhost", "--parent", str(os.getpid()),
-    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    env=host_env(isolated_env, sim.port),
-  )  # fmt: skip
-  host = Host(proc)
+  host, raw = await start_host(infra, isolated_env, sim.port)
+  proc = host.proc
   try:
     await host.send({"op": "run", "feeds": [{"feed": FEED, "params": PARAMS}]})
     await wait_until(lambda: asyncio.sleep(0, "ccxt|binance|BTC/USDT" in host.running()), 30,
@@ -129,19 +138,7 @@ async def test_runs_feeds_publishes_nothing_once_muted_and_ends_with_stdin(
 async def raw_btc(bootstrap: str, topic: str) -> list[dict[str, Any]]:
   """Return every BTC/USDT record of the raw partition so far (decoded)."""
   tp = TopicPartition(topic, partition_for("BTC/USDT", RAW_TOPICS["ccxt"].partitions))
-  consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-  await consumer.start()
-  out: list[dict[str, Any]] = []
-  try:
-    consumer.assign([tp])
-    await consumer.seek_to_beginning(tp)
-    end = (await consumer.end_offsets([tp]))[tp]
-    while await consumer.position(tp) < end:
-      batch = await consumer.getmany(tp, timeout_ms=1000)
-      out += [json.loads(m.value) for m in batch.get(tp, []) if m.offset < end]
-  finally:
-    await consumer.stop()
-  return out
+  return await partition_records(bootstrap, tp)
 
 
 async def test_a_feed_asked_for_more_restarts_with_it_and_publishes_no_trade_twice(
@@ -150,16 +147,8 @@ async def test_a_feed_asked_for_more_restarts_with_it_and_publishes_no_trade_twi
   # A stream wanting liquidations joins a feed that runs without them (its first streams
   # did not ask): the feed starts again with them, after the last trade it published.
   sim = await sim_factory(trades_per_sec=50, seed=12, liquidation_ratio=0.2)
-  prefix = isolated_env["BOND_TOPIC_PREFIX"]
-  raw = dataclasses.replace(RAW_TOPICS["ccxt"], name=prefix + RAW_TOPICS["ccxt"].name)
-  async with TopicAdmin(infra["bootstrap"]) as admin:
-    await admin.ensure([raw])
-  proc = await asyncio.create_subprocess_exec(
-    sys.executable, "-m", "bond.agents.feedhost", "--parent", str(os.getpid()),
-    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    env=host_env(isolated_env, sim.port),
-  )  # fmt: skip
-  host = Host(proc)
+  host, raw = await start_host(infra, isolated_env, sim.port)
+  proc = host.proc
 
   async def kinds() -> set[str]:
     return {r.get("kind", "heartbeat") for r in await raw_btc(infra["bootstrap"], raw.name)}
